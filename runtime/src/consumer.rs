@@ -1,0 +1,258 @@
+//! The pull loop: binds a handler to its durable consumer (creating or
+//! verifying it), pulls no more than the handler can run at once, and hands
+//! each message to the dispatcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::HandlerConfig;
+use crate::dispatch::{Dispatcher, Settled};
+
+/// How long one pull request waits for messages. It bounds how long an idle
+/// handler takes to notice shutdown, at the cost of one request per period.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// The consumer settings Wharf needs for `handler`.
+pub fn desired_consumer(handler: &HandlerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(handler.consumer.clone()),
+        description: Some(format!("wharf handler \"{}\"", handler.name)),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: handler.ack_wait,
+        // Unlimited: the host dead-letters on the final attempt itself, so
+        // JetStream's own limit must never be what stops a message.
+        max_deliver: -1,
+        filter_subject: handler.filter_subject.clone().unwrap_or_default(),
+        max_ack_pending: max_ack_pending(handler),
+        ..Default::default()
+    }
+}
+
+/// Room for several hosts sharing the consumer, each with `concurrency` in flight.
+fn max_ack_pending(handler: &HandlerConfig) -> i64 {
+    (handler.concurrency as i64 * 16).max(1000)
+}
+
+/// Creates the durable consumer, or checks that an existing one has the
+/// settings Wharf relies on and says exactly what differs.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+) -> anyhow::Result<PullConsumer> {
+    let stream = js.get_stream(&handler.stream).await.map_err(|e| {
+        anyhow::anyhow!(
+            "handler \"{}\": stream \"{}\" is not available ({e}); create it, \
+             or declare it in [[stream]] and use `wharf dev`",
+            handler.name,
+            handler.stream
+        )
+    })?;
+    let desired = desired_consumer(handler);
+    let consumer: PullConsumer = match stream.consumer_info(&handler.consumer).await {
+        Ok(existing) => {
+            let have = &existing.config;
+            let mut diffs = Vec::new();
+            if have.ack_policy != AckPolicy::Explicit {
+                diffs.push(format!(
+                    "ack_policy is {:?}, Wharf needs Explicit",
+                    have.ack_policy
+                ));
+            }
+            if have.deliver_subject.is_some() {
+                diffs.push("it is a push consumer, Wharf needs a pull consumer".to_string());
+            }
+            if have.filter_subject != desired.filter_subject {
+                diffs.push(format!(
+                    "filter_subject is \"{}\", config says \"{}\"",
+                    have.filter_subject, desired.filter_subject
+                ));
+            }
+            if have.ack_wait != desired.ack_wait {
+                diffs.push(format!(
+                    "ack_wait is {}, config says {}",
+                    humantime::format_duration(have.ack_wait),
+                    humantime::format_duration(desired.ack_wait)
+                ));
+            }
+            if have.max_deliver > 0 && have.max_deliver <= i64::from(handler.max_attempts) {
+                diffs.push(format!(
+                    "max_deliver is {}, which would stop redelivery before Wharf's final attempt ({}); \
+                     Wharf needs -1 (unlimited)",
+                    have.max_deliver, handler.max_attempts
+                ));
+            }
+            if !diffs.is_empty() {
+                bail!(
+                    "handler \"{}\": consumer \"{}\" on stream \"{}\" exists with different settings: {}; \
+                     delete it (it will be recreated) or change the config to match",
+                    handler.name,
+                    handler.consumer,
+                    handler.stream,
+                    diffs.join("; ")
+                );
+            }
+            stream
+                .get_consumer(&handler.consumer)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| {
+                    format!(
+                        "handler \"{}\": binding consumer \"{}\"",
+                        handler.name, handler.consumer
+                    )
+                })?
+        }
+        Err(_) => {
+            info!(handler = %handler.name, consumer = %handler.consumer, stream = %handler.stream, "creating durable consumer");
+            stream
+                .create_consumer(desired)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| {
+                    format!(
+                        "handler \"{}\": creating consumer \"{}\" on stream \"{}\"",
+                        handler.name, handler.consumer, handler.stream
+                    )
+                })?
+        }
+    };
+    Ok(consumer)
+}
+
+/// Pulls and dispatches until `stop` fires, then drains: in-flight deliveries
+/// get until `drain_timeout` to finish, and everything else is nak'd without
+/// delay so another host takes it at once.
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    js: jetstream::Context,
+    stop: CancellationToken,
+    drain_timeout: Duration,
+) -> anyhow::Result<()> {
+    let handler = dispatcher.config.clone();
+    let limit = handler.concurrency;
+    let slots = Arc::new(Semaphore::new(limit));
+    let abort = CancellationToken::new();
+    let mut tasks: JoinSet<Settled> = JoinSet::new();
+    let mut retry_delay = Duration::from_millis(100);
+
+    'pull: while !stop.is_cancelled() {
+        let consumer = match ensure_consumer(&js, &handler).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(handler = %handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
+                if wait_or_stop(&stop, retry_delay).await {
+                    break 'pull;
+                }
+                retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        retry_delay = Duration::from_millis(100);
+        let mut failures_in_a_row = 0u32;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            // Reserve every free slot (at least one) and pull exactly that many,
+            // so nothing waits in a buffer while its ack_wait runs out.
+            let first = tokio::select! {
+                _ = stop.cancelled() => break 'pull,
+                slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
+            };
+            let mut reserved = vec![first];
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                reserved.push(slot);
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(reserved.len())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(handler = %handler.name, error = %e, "pull request failed; rebinding the consumer");
+                    if wait_or_stop(&stop, retry_delay).await {
+                        break 'pull;
+                    }
+                    continue 'pull;
+                }
+            };
+            // A batch ends when it delivered what was asked or its pull expired,
+            // so reading it to the end after `stop` loses nothing: whatever
+            // arrives then is handed back at once.
+            while let Some(next) = batch.next().await {
+                match next {
+                    Ok(msg) if stop.is_cancelled() => {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    Ok(msg) => {
+                        failures_in_a_row = 0;
+                        let slot = reserved
+                            .pop()
+                            .expect("the pull asked for no more than the free slots");
+                        let d = dispatcher.clone();
+                        let abort = abort.clone();
+                        tasks.spawn(async move {
+                            let _slot = slot;
+                            tokio::select! {
+                                settled = d.deliver(&msg) => settled,
+                                _ = abort.cancelled() => {
+                                    // Drain timeout: hand the message back at once.
+                                    match msg.ack_with(AckKind::Nak(None)).await {
+                                        Ok(()) => Settled::Naked,
+                                        Err(_) => Settled::Abandoned,
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        failures_in_a_row += 1;
+                        debug!(handler = %handler.name, error = %e, "pull error");
+                    }
+                }
+            }
+            drop(reserved);
+            if failures_in_a_row >= 3 {
+                warn!(handler = %handler.name, "pulling keeps failing; rebinding the consumer");
+                if wait_or_stop(&stop, retry_delay).await {
+                    break 'pull;
+                }
+                continue 'pull;
+            }
+        }
+    }
+
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        info!(handler = %handler.name, in_flight, "draining in-flight deliveries");
+    }
+    let drained = tokio::time::timeout(drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(handler = %handler.name, remaining = tasks.len(), "drain timeout; handing the rest back");
+        abort.cancel();
+        while tasks.join_next().await.is_some() {}
+    }
+    Ok(())
+}
+
+/// Sleeps, unless `stop` fires first; returns whether it did.
+async fn wait_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}

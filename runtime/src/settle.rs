@@ -1,0 +1,259 @@
+//! The settlement table of DESIGN.md §3 as code: what a delivery produced
+//! (`Outcome`) and the one function that maps it to what the broker is told
+//! (`Action`).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a guest failed without returning a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A trap: `unreachable`, a Rust panic, a stack overflow, a bad memory access.
+    Trap,
+    /// The wall-clock deadline (or the fuel budget) ran out.
+    Timeout,
+    /// The instance tried to grow its memory past the cap.
+    Memory,
+}
+
+/// What one delivery produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The guest returned `ok`.
+    Ok,
+    /// The guest returned `retry`, with its own delay if it gave one.
+    Retry { delay: Option<Duration> },
+    /// The guest returned `reject`.
+    Reject { reason: String },
+    /// The guest did not return at all.
+    Failed { failure: Failure, detail: String },
+}
+
+/// The reason kind written to a dead-letter copy's `Wharf-Reason-Kind` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterKind {
+    Rejected,
+    Exhausted,
+    Trap,
+    Timeout,
+    Memory,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::Rejected => "rejected",
+            DeadLetterKind::Exhausted => "exhausted",
+            DeadLetterKind::Trap => "trap",
+            DeadLetterKind::Timeout => "timeout",
+            DeadLetterKind::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the host does with the message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish the outbox, await every PubAck, then ack.
+    PublishThenAck,
+    /// Redeliver after `delay`.
+    Nak { delay: Duration },
+    /// Store a dead-letter copy, await its PubAck, then term.
+    DeadLetter {
+        kind: DeadLetterKind,
+        reason: String,
+    },
+}
+
+/// The retry delays of one handler.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Delay after a failure on attempt n is `steps[n - 1]`; the last entry repeats.
+    steps: Vec<Duration>,
+    /// Fraction of random spread added on top of each delay.
+    jitter: f64,
+}
+
+impl Backoff {
+    pub fn new(steps: Vec<Duration>, jitter: f64) -> Backoff {
+        assert!(!steps.is_empty(), "config validation guarantees one step");
+        Backoff { steps, jitter }
+    }
+
+    /// The schedule's delay after a failure on `attempt` (1-based), without jitter.
+    pub fn base(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) as usize - 1).min(self.steps.len() - 1);
+        self.steps[i]
+    }
+
+    /// The delay to use after a failure on `attempt`, with jitter applied.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.base(attempt);
+        if self.jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 + self.jitter * fastrand::f64())
+    }
+}
+
+/// Maps what a delivery produced to what the broker is told.
+///
+/// `attempt` is this delivery's attempt (1-based); on `max_attempts` and after
+/// it, a failure dead-letters instead of retrying, so JetStream's own
+/// `max_deliver` never silently stops a message.
+pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backoff) -> Action {
+    let last = attempt >= max_attempts;
+    match outcome {
+        Outcome::Ok => Action::PublishThenAck,
+        Outcome::Reject { reason } => Action::DeadLetter {
+            kind: DeadLetterKind::Rejected,
+            reason,
+        },
+        Outcome::Retry { delay } if !last => Action::Nak {
+            delay: delay.unwrap_or_else(|| backoff.delay(attempt)),
+        },
+        Outcome::Retry { .. } => Action::DeadLetter {
+            kind: DeadLetterKind::Exhausted,
+            reason: format!("handler asked to retry on attempt {attempt} of {max_attempts}"),
+        },
+        Outcome::Failed { .. } if !last => Action::Nak {
+            delay: backoff.delay(attempt),
+        },
+        Outcome::Failed { failure, detail } => Action::DeadLetter {
+            kind: match failure {
+                Failure::Trap => DeadLetterKind::Trap,
+                Failure::Timeout => DeadLetterKind::Timeout,
+                Failure::Memory => DeadLetterKind::Memory,
+            },
+            reason: detail,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn every_row_of_the_settlement_table() {
+        let backoff = Backoff::new(vec![secs(1), secs(5), secs(30)], 0.0);
+        let trap = |failure| Outcome::Failed {
+            failure,
+            detail: "boom".into(),
+        };
+        let dl = |kind: DeadLetterKind, reason: &str| Action::DeadLetter {
+            kind,
+            reason: reason.into(),
+        };
+        let retry_reason = "handler asked to retry on attempt 3 of 3";
+        // (outcome, attempt, max attempts, expected action)
+        let rows: Vec<(Outcome, u32, u32, Action)> = vec![
+            (Outcome::Ok, 1, 3, Action::PublishThenAck),
+            (Outcome::Ok, 3, 3, Action::PublishThenAck),
+            (
+                Outcome::Retry {
+                    delay: Some(secs(7)),
+                },
+                1,
+                3,
+                Action::Nak { delay: secs(7) },
+            ),
+            (
+                Outcome::Retry { delay: None },
+                1,
+                3,
+                Action::Nak { delay: secs(1) },
+            ),
+            (
+                Outcome::Retry { delay: None },
+                2,
+                3,
+                Action::Nak { delay: secs(5) },
+            ),
+            (
+                Outcome::Retry {
+                    delay: Some(secs(7)),
+                },
+                3,
+                3,
+                dl(DeadLetterKind::Exhausted, retry_reason),
+            ),
+            (
+                Outcome::Reject {
+                    reason: "bad".into(),
+                },
+                1,
+                3,
+                dl(DeadLetterKind::Rejected, "bad"),
+            ),
+            (
+                Outcome::Reject {
+                    reason: "bad".into(),
+                },
+                3,
+                3,
+                dl(DeadLetterKind::Rejected, "bad"),
+            ),
+            (trap(Failure::Trap), 1, 3, Action::Nak { delay: secs(1) }),
+            (trap(Failure::Timeout), 2, 3, Action::Nak { delay: secs(5) }),
+            (trap(Failure::Memory), 1, 3, Action::Nak { delay: secs(1) }),
+            (trap(Failure::Trap), 3, 3, dl(DeadLetterKind::Trap, "boom")),
+            (
+                trap(Failure::Timeout),
+                3,
+                3,
+                dl(DeadLetterKind::Timeout, "boom"),
+            ),
+            (
+                trap(Failure::Memory),
+                3,
+                3,
+                dl(DeadLetterKind::Memory, "boom"),
+            ),
+            // A redelivery past the final attempt (its dead-letter publish failed) still dead-letters.
+            (trap(Failure::Trap), 4, 3, dl(DeadLetterKind::Trap, "boom")),
+            // One attempt only: the first failure is final.
+            (
+                Outcome::Retry { delay: None },
+                1,
+                1,
+                dl(
+                    DeadLetterKind::Exhausted,
+                    "handler asked to retry on attempt 1 of 1",
+                ),
+            ),
+        ];
+        for (outcome, attempt, max, expected) in rows {
+            let got = settle(outcome.clone(), attempt, max, &backoff);
+            assert_eq!(got, expected, "{outcome:?} on attempt {attempt}/{max}");
+        }
+    }
+
+    #[test]
+    fn backoff_repeats_its_last_step() {
+        let b = Backoff::new(vec![secs(1), secs(2)], 0.0);
+        assert_eq!(b.delay(1), secs(1));
+        assert_eq!(b.delay(2), secs(2));
+        assert_eq!(b.delay(9), secs(2));
+        assert_eq!(b.delay(0), secs(1));
+    }
+
+    #[test]
+    fn jitter_only_adds_within_its_fraction() {
+        let b = Backoff::new(vec![secs(10)], 0.5);
+        for _ in 0..100 {
+            let d = b.delay(1);
+            assert!(d >= secs(10) && d <= secs(15), "{d:?}");
+        }
+    }
+}

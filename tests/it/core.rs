@@ -1,0 +1,249 @@
+//! Settlement of well-behaved outcomes: ok, retry, reject, outputs, isolation.
+
+use crate::support::*;
+
+/// Acked messages leave the consumer with nothing pending, and a restarted host redelivers none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_acks_and_a_restart_redelivers_nothing() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    for _ in 0..20 {
+        publish_behave(&js, "in.a", "ok").await;
+    }
+    let host = Host::start(behave_config(&server, ""));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+
+    let host = Host::start(behave_config(&server, ""));
+    publish_behave(&js, "in.a", "ok").await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+
+    let info = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 21,
+        "each message was delivered exactly once"
+    );
+    assert_eq!(info.num_redelivered, 0);
+    assert_eq!(count(&js, "DLQ").await, 0);
+}
+
+/// `retry` with a delay naks and the message is delivered again, succeeding on its second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_redelivers_until_success() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "flaky:2"), ("publish-to", "out.done")],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "OUT", 1).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let info = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 2,
+        "one retry, then success"
+    );
+    assert_eq!(count(&js, "DLQ").await, 0);
+    assert_eq!(
+        count(&js, "OUT").await,
+        1,
+        "only the successful attempt's output is released"
+    );
+}
+
+/// A guest that keeps asking to retry is dead-lettered as `exhausted` on its final attempt, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_the_final_attempt_dead_letters_as_exhausted() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "retry"), ("publish-to", "out.never")],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "DLQ", 1).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let dl = &messages(&js, "DLQ").await[0];
+    assert_eq!(header(dl, "Wharf-Reason-Kind"), Some("exhausted"));
+    assert_eq!(header(dl, "Wharf-Delivery-Count"), Some("3"));
+    assert_eq!(
+        count(&js, "OUT").await,
+        0,
+        "a failed delivery releases no output"
+    );
+}
+
+/// `reject` dead-letters at once with the payload, the original headers and the reason, and is never redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_dead_letters_with_payload_headers_and_reason() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.orders",
+        b"{\"id\": 1}",
+        &[
+            ("behave", "reject:order has no items"),
+            ("X-Tenant", "a"),
+            ("X-Tenant", "b"),
+        ],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "DLQ", 1).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+
+    let dl = &messages(&js, "DLQ").await[0];
+    assert_eq!(dl.subject.as_str(), "dlq.test");
+    assert_eq!(&dl.payload[..], b"{\"id\": 1}");
+    let tenants: Vec<&str> = dl.headers.get_all("X-Tenant").map(|v| v.as_str()).collect();
+    assert_eq!(tenants, ["a", "b"]);
+    assert_eq!(header(dl, "Wharf-Reason-Kind"), Some("rejected"));
+    assert_eq!(header(dl, "Wharf-Reason"), Some("order has no items"));
+    assert_eq!(header(dl, "Wharf-Handler"), Some("test"));
+    assert_eq!(header(dl, "Wharf-Source-Stream"), Some("IN"));
+    assert_eq!(header(dl, "Wharf-Source-Subject"), Some("in.orders"));
+    assert_eq!(header(dl, "Wharf-Source-Sequence"), Some("1"));
+    assert_eq!(header(dl, "Wharf-Delivery-Count"), Some("1"));
+    assert!(header(dl, "Wharf-Failed-At").is_some());
+    assert_eq!(header(dl, "Nats-Msg-Id"), Some("wharf-dlq:IN:1"));
+    let info = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 1,
+        "a rejected message is not redelivered"
+    );
+}
+
+/// Outputs are published on success with deterministic ids and a source trail, and `traceparent` is carried over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_carry_ids_source_trail_and_trace_context() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    publish(
+        &js,
+        "in.a",
+        b"payload",
+        &[
+            ("behave", "ok"),
+            ("publish-to", "out.a"),
+            ("publish-to", "out.b"),
+            ("traceparent", tp),
+        ],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "OUT", 2).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let out = messages(&js, "OUT").await;
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].subject.as_str(), "out.a");
+    assert_eq!(header(&out[0], "Nats-Msg-Id"), Some("wharf:IN:1:0"));
+    assert_eq!(header(&out[1], "Nats-Msg-Id"), Some("wharf:IN:1:1"));
+    assert_eq!(header(&out[1], "Wharf-Source-Stream"), Some("IN"));
+    assert_eq!(header(&out[1], "Wharf-Source-Sequence"), Some("1"));
+    assert_eq!(header(&out[0], "traceparent"), Some(tp));
+    assert_eq!(&out[0].payload[..], b"payload");
+}
+
+/// A publish outside the allow-list is refused to the guest, which here rejects with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_outside_the_allow_list_is_refused() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    stream(&js, "SECRET", &["secret.>"]).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "ok"), ("publish-to", "secret.x")],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "DLQ", 1).await;
+    host.stop().await.unwrap();
+    let dl = &messages(&js, "DLQ").await[0];
+    assert!(
+        header(dl, "Wharf-Reason")
+            .unwrap()
+            .contains("not in handler"),
+        "{:?}",
+        header(dl, "Wharf-Reason")
+    );
+    assert_eq!(count(&js, "SECRET").await, 0);
+}
+
+/// Every delivery runs in a fresh instance: module state never carries over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_gets_a_fresh_instance() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    for _ in 0..10 {
+        publish_behave(&js, "in.a", "count").await;
+    }
+    let host = Host::start(behave_config(&server, "concurrency = 1"));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(
+        count(&js, "DLQ").await,
+        0,
+        "{:?}",
+        messages(&js, "DLQ")
+            .await
+            .first()
+            .map(|m| m.headers.clone())
+    );
+}
+
+/// The handler's `[handler.config]` values are readable by the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_values_reach_the_guest() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish_behave(&js, "in.a", "config:region").await;
+    let host = Host::start(behave_config(
+        &server,
+        "[handler.config]\nregion = \"eu-west\"",
+    ));
+    wait_count(&js, "OUT", 1).await;
+    host.stop().await.unwrap();
+    assert_eq!(&messages(&js, "OUT").await[0].payload[..], b"eu-west");
+}

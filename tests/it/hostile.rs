@@ -1,0 +1,204 @@
+//! Hostile guests: each is contained, settles exactly as DESIGN.md §3 says,
+//! and does not stop the host from serving other messages.
+
+use crate::support::*;
+
+/// Runs one message with `behave` through a host with one attempt and
+/// returns the dead-letter copy, if any, after the consumer drained.
+async fn run_one(behave: &str, extra: &str) -> (Option<Stored>, u64) {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", behave), ("publish-to", "out.side-effect")],
+    )
+    .await;
+    let host = Host::start(behave_config(
+        &server,
+        &format!("max_attempts = 1\n{extra}"),
+    ));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let outputs = count(&js, "OUT").await;
+    (messages(&js, "DLQ").await.into_iter().next(), outputs)
+}
+
+fn kind(dl: &Option<Stored>) -> Option<String> {
+    dl.as_ref()
+        .and_then(|m| header(m, "Wharf-Reason-Kind"))
+        .map(str::to_string)
+}
+
+fn reason(dl: &Option<Stored>) -> String {
+    dl.as_ref()
+        .and_then(|m| header(m, "Wharf-Reason"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A trap on the final attempt dead-letters as `trap` and releases no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_dead_letters_as_trap() {
+    let (dl, outputs) = run_one("trap", "").await;
+    assert_eq!(kind(&dl).as_deref(), Some("trap"));
+    assert!(reason(&dl).contains("unreachable"), "{}", reason(&dl));
+    assert_eq!(outputs, 0);
+}
+
+/// A Rust panic is a trap, and its message reaches the dead-letter reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_dead_letters_with_the_panic_message() {
+    let (dl, _) = run_one("panic", "").await;
+    assert_eq!(kind(&dl).as_deref(), Some("trap"));
+    assert!(
+        reason(&dl).contains("fixture panicked on purpose"),
+        "{}",
+        reason(&dl)
+    );
+}
+
+/// A trap with attempts left is nak'd with backoff and the retry can succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_with_attempts_left_is_retried() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "trap-until:2"), ("publish-to", "out.done")],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, ""));
+    wait_count(&js, "OUT", 1).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "DLQ").await, 0);
+}
+
+/// An infinite loop is stopped at its deadline (`timeout`) while other messages keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_times_out_without_stalling_others() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish_behave(&js, "in.a", "loop").await;
+    publish_behave(&js, "in.a", "loop").await;
+    for _ in 0..20 {
+        publish(
+            &js,
+            "in.b",
+            b"x",
+            &[("behave", "ok"), ("publish-to", "out.ok")],
+        )
+        .await;
+    }
+    let host = Host::start(behave_config(
+        &server,
+        "max_attempts = 1\ntimeout = \"1s\"\nconcurrency = 2",
+    ));
+    // Both slots are taken by spinning guests first; the ok messages still get through.
+    wait_count(&js, "OUT", 20).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let dls = messages(&js, "DLQ").await;
+    assert_eq!(dls.len(), 2);
+    for dl in &dls {
+        assert_eq!(header(dl, "Wharf-Reason-Kind"), Some("timeout"));
+    }
+}
+
+/// An allocation bomb hits the memory cap and dead-letters as `memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_bomb_is_capped() {
+    let (dl, _) = run_one("alloc", "").await;
+    assert_eq!(kind(&dl).as_deref(), Some("memory"), "{}", reason(&dl));
+}
+
+/// Unbounded recursion traps with a stack overflow instead of crashing the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_overflow_is_a_trap() {
+    let (dl, _) = run_one("stack", "").await;
+    assert_eq!(kind(&dl).as_deref(), Some("trap"));
+    assert!(reason(&dl).contains("stack overflow"), "{}", reason(&dl));
+}
+
+/// Fuel exhaustion, when configured, stops a spinning guest as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_exhaustion_is_a_timeout() {
+    let (dl, _) = run_one("loop", "fuel = 1000000\ntimeout = \"60s\"").await;
+    assert_eq!(kind(&dl).as_deref(), Some("timeout"));
+    assert!(reason(&dl).contains("fuel"), "{}", reason(&dl));
+}
+
+/// The guest cannot read the host's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cannot_read_host_files() {
+    let (dl, outputs) = run_one("read-file:/etc/passwd", "").await;
+    assert!(dl.is_none(), "{}", reason(&dl));
+    assert_eq!(outputs, 1);
+}
+
+/// The guest sees no environment variables and no arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cannot_see_the_environment() {
+    let (dl, outputs) = run_one("env", "").await;
+    assert!(dl.is_none(), "{}", reason(&dl));
+    assert_eq!(outputs, 1);
+}
+
+/// The guest cannot open a socket, even to a listener on the same machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_cannot_open_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (dl, outputs) = run_one(&format!("socket:{addr}"), "").await;
+    assert!(dl.is_none(), "{}", reason(&dl));
+    assert_eq!(outputs, 1);
+    assert!(listener.accept().is_err(), "the guest reached the listener");
+}
+
+/// A guest flooding stdout and stderr is capped, not failed, and the host carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdout_flood_is_capped() {
+    let (dl, outputs) = run_one(
+        "flood:32",
+        "timeout = \"30s\"\nmax_output_bytes = \"16KiB\"",
+    )
+    .await;
+    assert!(dl.is_none(), "{}", reason(&dl));
+    assert_eq!(outputs, 1);
+}
+
+/// A guest flooding the log import is capped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flood_is_capped() {
+    let (dl, outputs) = run_one("log-flood:50000", "timeout = \"30s\"").await;
+    assert!(dl.is_none(), "{}", reason(&dl));
+    assert_eq!(outputs, 1);
+}
+
+/// An oversized publish is refused with `outbox-full`; the guest's choice (reject) is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_publish_is_refused() {
+    let (dl, _) = run_one("publish-big:2000000", "").await;
+    assert_eq!(kind(&dl).as_deref(), Some("rejected"));
+    assert!(reason(&dl).contains("outbox full"), "{}", reason(&dl));
+}
+
+/// Publishing more messages than the outbox allows is refused to the guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_message_count_is_capped() {
+    let (dl, outputs) = run_one("publish-many:20", "max_outbox_messages = 10").await;
+    assert!(
+        reason(&dl).contains("at most 10 messages"),
+        "{}",
+        reason(&dl)
+    );
+    assert_eq!(outputs, 0, "a rejected delivery releases nothing");
+}

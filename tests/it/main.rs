@@ -1,0 +1,11 @@
+//! Integration tests: a real nats-server per test, real guest components
+//! built from `guests/`, and the host in-process or as the real binary.
+
+mod support;
+
+mod core;
+mod crash;
+mod errors;
+mod example;
+mod hostile;
+mod shutdown;

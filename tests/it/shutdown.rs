@@ -1,0 +1,104 @@
+//! Graceful shutdown: stop pulling, let in-flight deliveries finish, hand
+//! back the rest at once, exit 0.
+
+use crate::support::*;
+
+/// Driving the shutdown future: in-flight deliveries finish, nothing is left awaiting an ack, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    const N: u64 = 40;
+    for _ in 0..N {
+        publish(
+            &js,
+            "in.a",
+            b"x",
+            &[("behave", "sleep:100"), ("publish-to", "out.done")],
+        )
+        .await;
+    }
+    let host = Host::start(behave_config(&server, "concurrency = 4\nack_wait = \"5m\""));
+    eventually("deliveries are in flight", || async {
+        matches!(consumer_counts(&js, "IN", "test").await, Some((_, n)) if n > 0)
+    })
+    .await;
+    host.stop().await.unwrap();
+    let done = count(&js, "OUT").await;
+    assert!(done < N, "the host stopped early");
+
+    // With ack_wait at 5 minutes, the rest can only be processed now if it was handed back.
+    let host = Host::start(behave_config(&server, "concurrency = 4\nack_wait = \"5m\""));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, N);
+}
+
+/// A delivery that outlives the drain timeout is nak'd, not left to ack_wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_naks_what_is_still_running() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "sleep:20000"), ("publish-to", "out.done")],
+    )
+    .await;
+    let mut config = behave_config(&server, "timeout = \"60s\"\nack_wait = \"5m\"");
+    config.runtime.drain_timeout = std::time::Duration::from_millis(200);
+    let host = Host::start(config);
+    eventually("the delivery is in flight", || async {
+        matches!(consumer_counts(&js, "IN", "test").await, Some((0, 1)))
+    })
+    .await;
+    host.stop().await.unwrap();
+    // With ack_wait at 5 minutes, only a nak can make the message available again this soon.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .get_consumer("test")
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(std::time::Duration::from_secs(30))
+        .messages()
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let msg = batch
+        .next()
+        .await
+        .expect("the message was handed back")
+        .unwrap();
+    assert_eq!(msg.info().unwrap().delivered, 2);
+    assert_eq!(count(&js, "OUT").await, 0);
+}
+
+/// SIGTERM to the real binary drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &behave_config_text(&server.url(), ""));
+    let host = Binary::spawn(&["run", "-c", config.to_str().unwrap()], &[]);
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "ok"), ("publish-to", "out.done")],
+    )
+    .await;
+    wait_count(&js, "OUT", 1).await;
+    host.signal("TERM");
+    assert_eq!(host.wait().await, Some(0));
+    wait_drained(&js, "IN", "test").await;
+}

@@ -1,0 +1,375 @@
+//! Test harness: guest components built once per run, a real nats-server per
+//! test, the host run in-process or as the real binary, and helpers that read
+//! broker state.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wharf::config::Config;
+use wharf::server::NatsServer;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds every guest crate once per test process and returns the directory
+/// holding the `.wasm` files.
+pub fn guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = root().join("guests");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&dir)
+            .args(["build", "--release", "--quiet"]);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+                cmd.env_remove(key);
+            }
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo to build the guest components");
+        assert!(
+            status.success(),
+            "building guests/ for wasm32-wasip2 failed; is the target installed? \
+             (rustup target add wasm32-wasip2)"
+        );
+        dir.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// A guest component by crate name, e.g. `wasm("behave")`.
+pub fn wasm(name: &str) -> PathBuf {
+    guests().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Starts a fresh nats-server for one test.
+pub fn server() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|e| {
+        panic!("cannot start nats-server for the tests ({e:#}); run the README's test command, which installs it")
+    })
+}
+
+pub async fn js(server: &NatsServer) -> jetstream::Context {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connecting to the test server");
+    jetstream::new(client)
+}
+
+/// Creates a stream with these subjects.
+pub async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
+    js.create_stream(jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
+}
+
+/// The standard test topology: `IN` (in.>), `DLQ` (dlq.>), `OUT` (out.>).
+pub async fn topology(js: &jetstream::Context) {
+    stream(js, "IN", &["in.>"]).await;
+    stream(js, "DLQ", &["dlq.>"]).await;
+    stream(js, "OUT", &["out.>"]).await;
+}
+
+/// A handler config for the `behave` fixture over the standard topology,
+/// with short delays so tests finish quickly. `extra` is appended to the
+/// `[[handler]]` table.
+pub fn behave_config(server: &NatsServer, extra: &str) -> Config {
+    config_for(server, &wasm("behave"), extra)
+}
+
+pub fn config_for(server: &NatsServer, component: &Path, extra: &str) -> Config {
+    let text = config_text(&server.url(), component, extra);
+    Config::parse(Path::new("test.toml"), &text).expect("test config is valid")
+}
+
+/// Config text for one handler named `test` on stream `IN`, dead-lettering
+/// to `dlq.test` and allowed to publish to `out.>`.
+pub fn config_text(url: &str, component: &Path, extra: &str) -> String {
+    let mut handler: toml::Table = toml::from_str(
+        r#"
+name = "test"
+stream = "IN"
+consumer = "test"
+concurrency = 4
+max_attempts = 3
+ack_wait = "2s"
+timeout = "2s"
+memory = "32MiB"
+backoff = ["50ms"]
+dead_letter = "dlq.test"
+publish = ["out.>"]
+"#,
+    )
+    .unwrap();
+    handler.insert("component".into(), component.display().to_string().into());
+    // `extra` overrides the defaults above; a `[handler.x]` table in it lands in the handler.
+    let extra: toml::Table = toml::from_str(extra).expect("extra is TOML");
+    for (key, value) in extra {
+        match (key.as_str(), value) {
+            ("handler", toml::Value::Table(t)) => handler.extend(t),
+            (_, value) => {
+                handler.insert(key, value);
+            }
+        }
+    }
+    let mut doc = toml::Table::new();
+    doc.insert(
+        "nats".into(),
+        toml::Value::Table(toml::Table::from_iter([("url".to_string(), url.into())])),
+    );
+    doc.insert(
+        "runtime".into(),
+        toml::Value::Table(toml::Table::from_iter([(
+            "drain_timeout".to_string(),
+            "5s".into(),
+        )])),
+    );
+    doc.insert(
+        "handler".into(),
+        toml::Value::Array(vec![toml::Value::Table(handler)]),
+    );
+    toml::to_string(&doc).unwrap()
+}
+
+/// Writes a config file for the real binary and returns its path.
+pub fn write_config(dir: &Path, config_text: &str) -> PathBuf {
+    let path = dir.join("wharf.toml");
+    std::fs::write(&path, config_text).unwrap();
+    path
+}
+
+/// The host running in-process; `stop` drives the graceful shutdown path.
+pub struct Host {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Host {
+    pub fn start(config: Config) -> Host {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(wharf::run(config, async move {
+            let _ = rx.await;
+        }));
+        Host {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits for the host to drain and return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.expect("host task panicked")
+    }
+}
+
+/// Publishes one message to JetStream and waits for its PubAck.
+pub async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(*k, *v);
+    }
+    js.publish_with_headers(subject.to_string(), map, payload.to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("puback");
+}
+
+/// Publishes with a `behave` header for the fixture.
+pub async fn publish_behave(js: &jetstream::Context, subject: &str, behave: &str) {
+    publish(js, subject, behave.as_bytes(), &[("behave", behave)]).await;
+}
+
+/// Polls broker state until `check` holds; broker state changes have no
+/// event to await from outside the host.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The consumer's pending (not yet delivered) and ack-pending counts.
+pub async fn consumer_counts(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> Option<(u64, usize)> {
+    let s = js.get_stream(stream).await.ok()?;
+    let info = s.consumer_info(consumer).await.ok()?;
+    Some((info.num_pending, info.num_ack_pending))
+}
+
+/// Waits until the consumer has delivered everything and nothing awaits an ack.
+pub async fn wait_drained(js: &jetstream::Context, stream: &str, consumer: &str) {
+    eventually(
+        &format!("consumer {consumer} on {stream} is drained"),
+        || async { matches!(consumer_counts(js, stream, consumer).await, Some((0, 0))) },
+    )
+    .await;
+}
+
+/// How many messages a stream holds.
+pub async fn count(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
+}
+
+/// Waits until a stream holds `n` messages.
+pub async fn wait_count(js: &jetstream::Context, stream: &str, n: u64) {
+    eventually(&format!("stream {stream} holds {n} messages"), || async {
+        count(js, stream).await >= n
+    })
+    .await;
+}
+
+/// A message as stored in a stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub subject: String,
+    pub payload: bytes::Bytes,
+    pub headers: HeaderMap,
+}
+
+/// Every message a stream holds, in order, read through an ordered consumer
+/// (the regular delivery path, which keeps repeated header values).
+pub async fn messages(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
+    use futures::StreamExt;
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    let total = s.info().await.expect("stream info").state.messages;
+    let mut out = Vec::new();
+    if total == 0 {
+        return out;
+    }
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut msgs = consumer.messages().await.expect("ordered messages");
+    while (out.len() as u64) < total {
+        let m = msgs
+            .next()
+            .await
+            .expect("stream ended")
+            .expect("ordered message");
+        out.push(Stored {
+            subject: m.subject.to_string(),
+            payload: m.payload.clone(),
+            headers: m.headers.clone().unwrap_or_default(),
+        });
+    }
+    out
+}
+
+pub fn header<'a>(m: &'a Stored, name: &str) -> Option<&'a str> {
+    m.headers.get(name).map(|v| v.as_str())
+}
+
+/// The real `wharf` binary, killed on drop.
+pub struct Binary {
+    pub child: Child,
+}
+
+impl Binary {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("WHARF_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Binary {
+            child: cmd.spawn().expect("spawning wharf"),
+        }
+    }
+
+    /// SIGKILL: the host dies wherever it is.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code.
+    pub async fn wait(mut self) -> Option<i32> {
+        let mut child = std::mem::replace(&mut self.child, dummy_child());
+        tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code()))
+            .await
+            .unwrap()
+    }
+}
+
+fn dummy_child() -> Child {
+    Command::new("true").spawn().expect("spawning true")
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the real binary to completion and returns (exit code, stderr).
+pub fn run_binary(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .env("WHARF_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running wharf");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Config text for the real binary, for the `behave` fixture over the standard topology.
+pub fn behave_config_text(url: &str, extra: &str) -> String {
+    config_text(url, &wasm("behave"), extra)
+}
