@@ -177,6 +177,7 @@ impl Dispatcher {
                     );
                     return self.nak(msg, self.backoff.delay(attempt)).await;
                 }
+                failpoint_after_outbox();
                 let acked = if self.config.double_ack {
                     msg.double_ack().await
                 } else {
@@ -322,5 +323,27 @@ fn log_output(handler: &str, stdout: &[u8], stderr: &[u8], dropped: u64) {
     }
     if dropped > 0 {
         warn!(target: "wharf::guest", handler, dropped, "guest output over the cap was dropped");
+    }
+}
+
+/// Test hook for crash-safety tests: with `WHARF_FAILPOINT_EXIT_AFTER_OUTBOX=N`
+/// set, the process exits on its N-th confirmed outbox, after the outputs are
+/// stored and before the input is acked: the worst moment for duplicates.
+fn failpoint_after_outbox() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static EVERY: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let every = EVERY.get_or_init(|| {
+        std::env::var("WHARF_FAILPOINT_EXIT_AFTER_OUTBOX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+    });
+    if let Some(n) = every
+        && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("failpoint: exiting after the outbox was confirmed, before the ack");
+        std::process::exit(86);
     }
 }

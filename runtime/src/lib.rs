@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod dev;
 pub mod dispatch;
+pub mod dlq;
 pub mod engine;
 pub mod host;
 pub mod outbox;

@@ -36,6 +36,46 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Inspect, replay or purge dead-letter messages.
+    Dlq {
+        /// The configuration file; the handler's `dead_letter` subject locates the copies.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The handler whose dead-letters to use (needed when the config has several).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Use this dead-letter stream directly instead of a config.
+        #[arg(long, conflicts_with_all = ["config", "handler"])]
+        stream: Option<String>,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per dead-letter message: sequence, source subject, kind, deliveries, time, reason.
+    List,
+    /// Every header and a payload preview of one message.
+    Show {
+        /// The message's sequence in the dead-letter stream.
+        seq: u64,
+    },
+    /// Republish messages to their original subject with a new Nats-Msg-Id.
+    Replay {
+        /// `all`, a sequence (7), a range (3-9) or a list (1,4,10-12).
+        selector: String,
+        /// Delete each dead-letter message once its replay is confirmed.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Delete messages from the dead-letter stream.
+    Purge {
+        /// `all`, a sequence (7), a range (3-9) or a list (1,4,10-12).
+        selector: String,
+    },
 }
 
 #[derive(Args)]
@@ -75,8 +115,7 @@ struct NatsArgs {
 }
 
 impl NatsArgs {
-    fn apply(self, config: &mut Config) {
-        let n = &mut config.nats;
+    fn apply(self, n: &mut wharf::config::NatsConfig) {
         n.url = self.url.or(n.url.take());
         n.credentials = self.creds.or(n.credentials.take());
         n.user = self.user.or(n.user.take());
@@ -121,14 +160,122 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config, nats } => {
             let mut config = Config::load(&config.config)?;
-            nats.apply(&mut config);
+            nats.apply(&mut config.nats);
             runtime()?.block_on(wharf::run(config, shutdown_then_force()))
         }
         Command::Dev { config } => {
             let config = Config::load(&config.config)?;
             runtime()?.block_on(wharf::dev::run(config, shutdown_then_force()))
         }
+        Command::Dlq {
+            config,
+            handler,
+            stream,
+            nats,
+            action,
+        } => runtime()?.block_on(dlq(config, handler, stream, nats, action)),
     }
+}
+
+async fn dlq(
+    config: Option<PathBuf>,
+    handler: Option<String>,
+    stream: Option<String>,
+    nats: NatsArgs,
+    action: DlqAction,
+) -> anyhow::Result<()> {
+    use wharf::dlq::{Location, Selector};
+
+    // Parse the selector before touching the server, so a typo changes nothing.
+    let selector = match &action {
+        DlqAction::Replay { selector, .. } | DlqAction::Purge { selector } => {
+            Some(Selector::parse(selector)?)
+        }
+        _ => None,
+    };
+    let settings = match &stream {
+        Some(_) => None,
+        None => Some(Config::load(
+            config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("wharf.toml")),
+        )?),
+    };
+    let mut connection = settings
+        .as_ref()
+        .map(|c| c.nats.clone())
+        .unwrap_or_default();
+    nats.apply(&mut connection);
+    let client = wharf::connect::connect(&connection, "wharf-dlq").await?;
+    let js = async_nats::jetstream::new(client);
+    let location = match (stream, settings) {
+        (Some(stream), _) => Location {
+            stream,
+            subject: None,
+        },
+        (None, None) => unreachable!("a config is loaded whenever no stream is given"),
+        (None, Some(settings)) => {
+            let with_dlq: Vec<_> = settings
+                .handlers
+                .iter()
+                .filter(|h| h.dead_letter.is_some())
+                .collect();
+            let h = match &handler {
+                Some(name) => settings.handler(name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "config {}: no handler named \"{name}\"",
+                        settings.path.display()
+                    )
+                })?,
+                None if with_dlq.len() == 1 => with_dlq[0],
+                None => anyhow::bail!(
+                    "config {}: {} handlers have dead-letter subjects; pick one with --handler",
+                    settings.path.display(),
+                    with_dlq.len()
+                ),
+            };
+            let subject = h.dead_letter.clone().ok_or_else(|| {
+                anyhow::anyhow!("handler \"{}\" has no dead_letter subject", h.name)
+            })?;
+            let stream = js.stream_by_subject(subject.clone()).await.map_err(|_| {
+                anyhow::anyhow!("no stream stores dead-letter subject \"{subject}\"")
+            })?;
+            Location {
+                stream,
+                subject: Some(subject),
+            }
+        }
+    };
+    match action {
+        DlqAction::List => print!(
+            "{}",
+            wharf::dlq::format_list(&wharf::dlq::read(&js, &location).await?)
+        ),
+        DlqAction::Show { seq } => {
+            let entries =
+                wharf::dlq::select(&js, &location, &Selector::Sequences([seq].into())).await?;
+            print!("{}", wharf::dlq::format_show(&entries[0]));
+        }
+        DlqAction::Replay { remove, .. } => {
+            let n = wharf::dlq::replay(
+                &js,
+                &location,
+                selector.as_ref().expect("parsed above"),
+                remove,
+            )
+            .await?;
+            println!(
+                "replayed {n} message(s){}",
+                if remove { " and removed them" } else { "" }
+            );
+        }
+        DlqAction::Purge { .. } => {
+            let n =
+                wharf::dlq::purge(&js, &location, selector.as_ref().expect("parsed above")).await?;
+            println!("deleted {n} message(s)");
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

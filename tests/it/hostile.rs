@@ -202,3 +202,60 @@ async fn outbox_message_count_is_capped() {
     );
     assert_eq!(outputs, 0, "a rejected delivery releases nothing");
 }
+
+/// A slow but healthy handler outliving `ack_wait` gets in-progress acks and is not redelivered underneath itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handler_is_kept_alive_with_progress_acks() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[("behave", "sleep:3500"), ("publish-to", "out.done")],
+    )
+    .await;
+    let host = Host::start(behave_config(
+        &server,
+        "ack_wait = \"1s\"\ntimeout = \"10s\"",
+    ));
+    wait_count(&js, "OUT", 1).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let info = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 1,
+        "never redelivered while running"
+    );
+    assert_eq!(count(&js, "OUT").await, 1);
+}
+
+/// With no dead-letter subject and `drop_after_max_attempts`, an undeliverable message is terminated without a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_drop_terminates_without_a_copy() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    publish_behave(&js, "in.a", "reject:nope").await;
+    let mut config = behave_config(&server, "drop_after_max_attempts = true");
+    config.handlers[0].dead_letter = None;
+    let host = Host::start(config);
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "DLQ").await, 0);
+    let info = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!(info.delivered.consumer_sequence, 1);
+}

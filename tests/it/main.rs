@@ -5,7 +5,9 @@ mod support;
 
 mod core;
 mod crash;
+mod dlq;
 mod errors;
 mod example;
 mod hostile;
+mod outputs;
 mod shutdown;

@@ -102,3 +102,24 @@ async fn sigterm_exits_zero() {
     assert_eq!(host.wait().await, Some(0));
     wait_drained(&js, "IN", "test").await;
 }
+
+/// A second signal exits at once (code 130) instead of waiting for the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once() {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = behave_config_text(&server.url(), "timeout = \"60s\"")
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"60s\"");
+    let config = write_config(dir.path(), &text);
+    let host = Binary::spawn(&["run", "-c", config.to_str().unwrap()], &[]);
+    publish_behave(&js, "in.a", "sleep:30000").await;
+    eventually("the delivery is in flight", || async {
+        matches!(consumer_counts(&js, "IN", "test").await, Some((0, 1)))
+    })
+    .await;
+    host.signal("TERM");
+    host.signal("TERM");
+    assert_eq!(host.wait().await, Some(130));
+}
