@@ -5,9 +5,7 @@ use crate::support::*;
 /// Acked messages leave the consumer with nothing pending, and a restarted host redelivers none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_acks_and_a_restart_redelivers_nothing() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     for _ in 0..20 {
         publish_behave(&js, "in.a", "ok").await;
     }
@@ -20,13 +18,7 @@ async fn success_acks_and_a_restart_redelivers_nothing() {
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
 
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert_eq!(
         info.delivered.consumer_sequence, 21,
         "each message was delivered exactly once"
@@ -38,9 +30,7 @@ async fn success_acks_and_a_restart_redelivers_nothing() {
 /// `retry` with a delay naks and the message is delivered again, succeeding on its second attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_redelivers_until_success() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -52,13 +42,7 @@ async fn retry_redelivers_until_success() {
     wait_count(&js, "OUT", 1).await;
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert_eq!(
         info.delivered.consumer_sequence, 2,
         "one retry, then success"
@@ -74,9 +58,7 @@ async fn retry_redelivers_until_success() {
 /// A guest that keeps asking to retry is dead-lettered as `exhausted` on its final attempt, not dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_the_final_attempt_dead_letters_as_exhausted() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -101,9 +83,7 @@ async fn retry_on_the_final_attempt_dead_letters_as_exhausted() {
 /// `reject` dead-letters at once with the payload, the original headers and the reason, and is never redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_dead_letters_with_payload_headers_and_reason() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.orders",
@@ -134,13 +114,7 @@ async fn reject_dead_letters_with_payload_headers_and_reason() {
     assert_eq!(header(dl, "Wharf-Delivery-Count"), Some("1"));
     assert!(header(dl, "Wharf-Failed-At").is_some());
     assert_eq!(header(dl, "Nats-Msg-Id"), Some("wharf-dlq:IN:1"));
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert_eq!(
         info.delivered.consumer_sequence, 1,
         "a rejected message is not redelivered"
@@ -150,9 +124,7 @@ async fn reject_dead_letters_with_payload_headers_and_reason() {
 /// Outputs are published on success with deterministic ids and a source trail, and `traceparent` is carried over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_carry_ids_source_trail_and_trace_context() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     publish(
         &js,
@@ -184,9 +156,7 @@ async fn outputs_carry_ids_source_trail_and_trace_context() {
 /// A publish outside the allow-list is refused to the guest, which here rejects with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_outside_the_allow_list_is_refused() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     stream(&js, "SECRET", &["secret.>"]).await;
     publish(
         &js,
@@ -212,9 +182,7 @@ async fn publish_outside_the_allow_list_is_refused() {
 /// Every delivery runs in a fresh instance: module state never carries over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delivery_gets_a_fresh_instance() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     for _ in 0..10 {
         publish_behave(&js, "in.a", "count").await;
     }
@@ -235,9 +203,7 @@ async fn every_delivery_gets_a_fresh_instance() {
 /// The handler's `[handler.config]` values are readable by the guest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_values_reach_the_guest() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish_behave(&js, "in.a", "config:region").await;
     let host = Host::start(behave_config(
         &server,

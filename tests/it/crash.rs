@@ -28,9 +28,7 @@ async fn assert_exactly_once(js: &async_nats::jetstream::Context, n: u64) {
 /// SIGKILL the host repeatedly mid-stream; after restarts every message is processed once and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     const N: u64 = 300;
     for _ in 0..N {
         publish(
@@ -96,9 +94,7 @@ async fn server_restart_mid_stream_loses_nothing() {
 /// With the dead-letter stream gone, rejected messages wait (never termed); once it is back, they land there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_stream_outage_holds_messages_until_it_returns() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     let host = Host::start(behave_config(&server, ""));
     wait_drained(&js, "IN", "test").await;
     js.delete_stream("DLQ").await.unwrap();
@@ -107,23 +103,11 @@ async fn dead_letter_stream_outage_holds_messages_until_it_returns() {
     }
     // Each message fails to dead-letter and is nak'd: it keeps being redelivered.
     eventually("the messages were redelivered", || async {
-        let info = js
-            .get_stream("IN")
-            .await
-            .unwrap()
-            .consumer_info("test")
-            .await
-            .unwrap();
+        let info = consumer_info(&js).await;
         info.num_redelivered >= 5 && info.delivered.consumer_sequence >= 15
     })
     .await;
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert!(
         info.num_ack_pending + info.num_pending as usize == 5,
         "all five are still owed to the consumer: {info:?}"

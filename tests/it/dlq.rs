@@ -8,9 +8,7 @@ async fn setup() -> (
     tempfile::TempDir,
     String,
 ) {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     for i in 0..3 {
         publish(
             &js,

@@ -155,9 +155,7 @@ async fn missing_stream_refuses_to_start() {
 /// An existing consumer with conflicting settings is named with what differs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_consumer_says_what_differs() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     js.get_stream("IN")
         .await
         .unwrap()

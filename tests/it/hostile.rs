@@ -6,9 +6,7 @@ use crate::support::*;
 /// Runs one message with `behave` through a host with one attempt and
 /// returns the dead-letter copy, if any, after the consumer drained.
 async fn run_one(behave: &str, extra: &str) -> (Option<Stored>, u64) {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -63,9 +61,7 @@ async fn panic_dead_letters_with_the_panic_message() {
 /// A trap with attempts left is nak'd with backoff and the retry can succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_with_attempts_left_is_retried() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -83,9 +79,7 @@ async fn trap_with_attempts_left_is_retried() {
 /// An infinite loop is stopped at its deadline (`timeout`) while other messages keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_times_out_without_stalling_others() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish_behave(&js, "in.a", "loop").await;
     publish_behave(&js, "in.a", "loop").await;
     for _ in 0..20 {
@@ -206,9 +200,7 @@ async fn outbox_message_count_is_capped() {
 /// A slow but healthy handler outliving `ack_wait` gets in-progress acks and is not redelivered underneath itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_is_kept_alive_with_progress_acks() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -223,13 +215,7 @@ async fn slow_handler_is_kept_alive_with_progress_acks() {
     wait_count(&js, "OUT", 1).await;
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert_eq!(
         info.delivered.consumer_sequence, 1,
         "never redelivered while running"
@@ -240,9 +226,7 @@ async fn slow_handler_is_kept_alive_with_progress_acks() {
 /// With no dead-letter subject and `drop_after_max_attempts`, an undeliverable message is terminated without a copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_drop_terminates_without_a_copy() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish_behave(&js, "in.a", "reject:nope").await;
     let mut config = behave_config(&server, "drop_after_max_attempts = true");
     config.handlers[0].dead_letter = None;
@@ -250,12 +234,6 @@ async fn explicit_drop_terminates_without_a_copy() {
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
     assert_eq!(count(&js, "DLQ").await, 0);
-    let info = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .consumer_info("test")
-        .await
-        .unwrap();
+    let info = consumer_info(&js).await;
     assert_eq!(info.delivered.consumer_sequence, 1);
 }

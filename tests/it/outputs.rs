@@ -10,9 +10,7 @@ use crate::support::*;
 /// copy of each expected output, and nothing is pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_outputs_and_ack_duplicates_nothing() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     const N: u64 = 1000;
     for _ in 0..N {
         publish(
@@ -78,9 +76,7 @@ async fn crash_between_outputs_and_ack_duplicates_nothing() {
 /// Outputs published before a trap are never released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_of_a_trapping_delivery_are_dropped() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -99,9 +95,7 @@ async fn outputs_of_a_trapping_delivery_are_dropped() {
 /// acked; once the stream is back, the message goes through with one copy of its output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_outputs_keep_the_input_pending() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     let host = Host::start(behave_config(&server, ""));
     wait_drained(&js, "IN", "test").await;
     js.delete_stream("OUT").await.unwrap();
@@ -113,13 +107,7 @@ async fn unconfirmed_outputs_keep_the_input_pending() {
     )
     .await;
     eventually("the message is redelivered", || async {
-        let info = js
-            .get_stream("IN")
-            .await
-            .unwrap()
-            .consumer_info("test")
-            .await
-            .unwrap();
+        let info = consumer_info(&js).await;
         info.delivered.consumer_sequence >= 3
     })
     .await;
@@ -139,9 +127,7 @@ async fn unconfirmed_outputs_keep_the_input_pending() {
 /// With `double_ack`, the ack is confirmed by the server and the books are the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn double_ack_settles_the_same() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     for _ in 0..20 {
         publish(
             &js,

@@ -6,9 +6,7 @@ use crate::support::*;
 /// Driving the shutdown future: in-flight deliveries finish, nothing is left awaiting an ack, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     const N: u64 = 40;
     for _ in 0..N {
         publish(
@@ -38,9 +36,7 @@ async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
 /// A delivery that outlives the drain timeout is nak'd, not left to ack_wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_naks_what_is_still_running() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     publish(
         &js,
         "in.a",
@@ -84,9 +80,7 @@ async fn drain_timeout_naks_what_is_still_running() {
 /// SIGTERM to the real binary drains and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &behave_config_text(&server.url(), ""));
     let host = Binary::spawn(&["run", "-c", config.to_str().unwrap()], &[]);
@@ -106,9 +100,7 @@ async fn sigterm_exits_zero() {
 /// A second signal exits at once (code 130) instead of waiting for the drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once() {
-    let server = server();
-    let js = js(&server).await;
-    topology(&js).await;
+    let (server, js) = bed().await;
     let dir = tempfile::tempdir().unwrap();
     let text = behave_config_text(&server.url(), "timeout = \"60s\"")
         .replace("drain_timeout = \"5s\"", "drain_timeout = \"60s\"");

@@ -80,6 +80,24 @@ pub async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
     .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
 }
 
+/// A fresh server with the standard topology, and a JetStream context on it.
+pub async fn bed() -> (NatsServer, jetstream::Context) {
+    let server = server();
+    let js = js(&server).await;
+    topology(&js).await;
+    (server, js)
+}
+
+/// The test handler's consumer info.
+pub async fn consumer_info(js: &jetstream::Context) -> jetstream::consumer::Info {
+    js.get_stream("IN")
+        .await
+        .expect("stream IN")
+        .consumer_info("test")
+        .await
+        .expect("consumer test")
+}
+
 /// The standard test topology: `IN` (in.>), `DLQ` (dlq.>), `OUT` (out.>).
 pub async fn topology(js: &jetstream::Context) {
     stream(js, "IN", &["in.>"]).await;
