@@ -62,6 +62,25 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     prepare(config).map(|_| ())
 }
 
+/// Checks what `check` does, then, against the server, that every handler's
+/// stream exists and its dead-letter and publish subjects are stored by a stream.
+pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
+    check(config)?;
+    let client = connect::connect(&config.nats, "wharf-check").await?;
+    let js = jetstream::new(client);
+    for handler in &config.handlers {
+        js.get_stream(&handler.stream).await.map_err(|e| {
+            anyhow::anyhow!(
+                "handler \"{}\": field `stream`: stream \"{}\" is not available ({e})",
+                handler.name,
+                handler.stream
+            )
+        })?;
+        verify_subjects(&js, handler).await?;
+    }
+    Ok(())
+}
+
 /// Runs every handler until `shutdown` resolves, then drains and returns.
 ///
 /// Refuses to start, with one message naming the handler and the problem,

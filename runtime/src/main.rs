@@ -30,6 +30,10 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also check, on this server, that every stream exists and every
+        /// dead-letter and publish subject is stored by a stream.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
     },
     /// Start a local nats-server, create the streams the config needs, and run the handlers.
     Dev {
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -147,9 +151,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { config } => {
-            let config = Config::load(&config.config)?;
-            wharf::check(&config)?;
+        Command::Check { config, server } => {
+            let mut config = Config::load(&config.config)?;
+            match server {
+                None => wharf::check(&config)?,
+                Some(url) => {
+                    config.nats.url = Some(url);
+                    runtime()?.block_on(wharf::check_with_server(&config))?;
+                }
+            }
             println!(
                 "{}: ok ({} handler{})",
                 config.path.display(),

@@ -178,3 +178,24 @@ async fn conflicting_consumer_says_what_differs() {
         "{err}"
     );
 }
+
+/// `check --server` refuses a publish subject that no stream stores, naming the handler and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_server_names_an_unstored_publish_subject() {
+    let (server, _js) = bed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        &behave_config_text(&server.url(), "publish = [\"out.>\", \"nowhere.x\"]"),
+    );
+    let url = server.url();
+    let (code, err) =
+        tokio::task::spawn_blocking(move || run_binary(&["check", "-c", &path, "--server", &url]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("handler \"test\"") && err.contains("`publish`") && err.contains("nowhere.x"),
+        "{err}"
+    );
+}
