@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use wharf::handler::types::{Delivery, Header, Level, PublishError};
+pub use self::wharf::handler::types::{Delivery, Header, Level, PublishError};

@@ -24,18 +24,72 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Native stack a guest may use; deep recursion traps with a stack overflow.
 const MAX_WASM_STACK: usize = 1024 * 1024;
 
-/// Creates the process-wide engine. Fuel metering is switched on only when a
-/// handler asks for it, since it slows every guest down.
-pub fn new_engine(fuel: bool) -> anyhow::Result<Engine> {
+/// What the process-wide engine must be able to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Whether any handler meters fuel; metering slows every guest down.
+    pub fuel: bool,
+    /// Instances alive at once, across all handlers: the pool's size.
+    pub slots: u32,
+    /// The largest linear memory any handler may use, in bytes.
+    pub max_memory: u64,
+}
+
+impl EngineSettings {
+    pub fn for_config(config: &crate::config::Config) -> EngineSettings {
+        let in_flight: usize = config.handlers.iter().map(|h| h.concurrency).sum();
+        EngineSettings {
+            fuel: config.handlers.iter().any(|h| h.fuel.is_some()),
+            // A little room over the configured concurrency, for instances
+            // whose Store is still being torn down.
+            slots: u32::try_from(in_flight + in_flight / 4 + 4).unwrap_or(u32::MAX),
+            max_memory: config
+                .handlers
+                .iter()
+                .map(|h| h.memory)
+                .max()
+                .unwrap_or(crate::config::defaults::MEMORY),
+        }
+    }
+}
+
+/// Creates the process-wide engine, with a pooling instance allocator sized
+/// to the configured concurrency: a fresh instance per delivery then costs a
+/// slot reuse instead of fresh mappings. Falls back to on-demand allocation,
+/// with a warning, if the pool cannot be reserved (a tight `ulimit -v`, say).
+pub fn new_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    let mut config = base_config(settings);
+    let slots = settings.slots.max(1);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(16))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX));
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reserve the instance pool; allocating instances on demand");
+            Engine::new(&base_config(settings))
+                .map_err(anyhow::Error::from)
+                .context("creating the WebAssembly engine")
+        }
+    }
+}
+
+fn base_config(settings: &EngineSettings) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
+    // Handlers are plain WASI p2 components: no component-model concurrency,
+    // so the Store need not set up its data structures.
+    config.concurrency_support(false);
     config.epoch_interruption(true);
-    config.consume_fuel(fuel);
+    config.consume_fuel(settings.fuel);
     config.max_wasm_stack(MAX_WASM_STACK);
     config.async_stack_size(MAX_WASM_STACK + 1024 * 1024);
-    Engine::new(&config)
-        .map_err(anyhow::Error::from)
-        .context("creating the WebAssembly engine")
+    config
 }
 
 /// Advances the engine's epoch on its own thread, so deadlines fire even when

@@ -34,7 +34,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, HandlerConfig, subject_matches};
 use crate::dispatch::Dispatcher;
-use crate::engine::{EpochTicker, StoreState, load_component, new_engine, new_linker};
+use crate::engine::{
+    EngineSettings, EpochTicker, StoreState, load_component, new_engine, new_linker,
+};
 use crate::host::HostContext;
 use crate::settle::Backoff;
 
@@ -47,7 +49,7 @@ pub struct Prepared {
 /// Compiles and links every handler's component; no server needed. This is
 /// all of `wharf check` and the first step of `wharf run`.
 pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
-    let engine = new_engine(config.handlers.iter().any(|h| h.fuel.is_some()))?;
+    let engine = new_engine(&EngineSettings::for_config(config))?;
     let linker = new_linker(&engine)?;
     let mut handlers = Vec::new();
     for h in &config.handlers {
