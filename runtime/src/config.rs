@@ -67,6 +67,9 @@ pub struct StreamConfig {
 pub enum Isolation {
     /// A fresh instance for every delivery (the default).
     Fresh,
+    /// An instance serves up to this many deliveries, one at a time, and is
+    /// replaced at once after any trap, timeout or memory failure.
+    Reuse(u32),
 }
 
 /// One handler: a component bound to one stream's durable consumer, with its limits.
@@ -183,6 +186,7 @@ struct RawHandler {
     #[serde(default)]
     config: BTreeMap<String, String>,
     isolation: Option<String>,
+    reuse_deliveries: Option<u32>,
 }
 
 /// Defaults, documented in the README's config reference.
@@ -205,6 +209,7 @@ pub mod defaults {
     pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+    pub const REUSE_DELIVERIES: u32 = 1000;
 }
 
 impl Config {
@@ -427,11 +432,23 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             validate_subject(p, true).map_err(|e| site.err("publish", e))?;
         }
         let isolation = match h.isolation.as_deref() {
-            None | Some("fresh") => Isolation::Fresh,
+            None | Some("fresh") => {
+                if h.reuse_deliveries.is_some() {
+                    return Err(site.err(
+                        "reuse_deliveries",
+                        "only applies with isolation = \"reuse\"",
+                    ));
+                }
+                Isolation::Fresh
+            }
+            Some("reuse") => match h.reuse_deliveries.unwrap_or(defaults::REUSE_DELIVERIES) {
+                0 => return Err(site.err("reuse_deliveries", "must be at least 1")),
+                n => Isolation::Reuse(n),
+            },
             Some(other) => {
                 return Err(site.err(
                     "isolation",
-                    format!("unknown value \"{other}\"; expected \"fresh\""),
+                    format!("unknown value \"{other}\"; expected \"fresh\" or \"reuse\""),
                 ));
             }
         };

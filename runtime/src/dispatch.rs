@@ -11,9 +11,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use wasmtime::{Engine, Trap};
 
 use crate::bindings::{Delivery, HandlerError, HandlerPre, Header, Message};
-use crate::config::HandlerConfig;
+use crate::config::{HandlerConfig, Isolation};
 use crate::dead_letter;
-use crate::engine::{LimitHit, StoreState, new_store};
+use crate::engine::{LimitHit, StoreState, arm, new_store};
 use crate::host::HostContext;
 use crate::outbox::{self, Outgoing, Source};
 use crate::settle::{Action, Backoff, Failure, Outcome, settle};
@@ -26,6 +26,15 @@ pub struct Dispatcher {
     pub host: Arc<HostContext>,
     pub backoff: Backoff,
     pub js: jetstream::Context,
+    /// Idle instances for `isolation = "reuse"`; each is used by one delivery at a time.
+    pub idle: std::sync::Mutex<Vec<Idle>>,
+}
+
+/// An instance waiting for its next delivery in reuse mode.
+pub struct Idle {
+    store: wasmtime::Store<StoreState>,
+    instance: crate::bindings::Handler,
+    uses: u32,
 }
 
 /// How a delivery was settled with the broker, for logs and tests.
@@ -125,12 +134,30 @@ impl Dispatcher {
         }
     }
 
-    /// Instantiates the component in a fresh Store and calls `handle`.
+    /// Runs `handle` in a fresh instance, or, with `isolation = "reuse"`, in an
+    /// idle instance that has served fewer than its limit and never failed.
     async fn run_guest(&self, message: Message) -> (Outcome, Vec<Outgoing>) {
-        let mut store = new_store(&self.engine, self.host.clone());
-        let result = match self.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance.call_handle(&mut store, &message).await,
-            Err(e) => Err(e),
+        let reused = match self.config.isolation {
+            Isolation::Fresh => None,
+            Isolation::Reuse(_) => self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop(),
+        };
+        let (mut store, instance, uses) = match reused {
+            Some(mut idle) => {
+                arm(&mut idle.store);
+                (idle.store, Ok(idle.instance), idle.uses)
+            }
+            None => {
+                let mut store = new_store(&self.engine, self.host.clone());
+                let instance = self.pre.instantiate_async(&mut store).await;
+                (store, instance, 0)
+            }
+        };
+        let (result, instance) = match instance {
+            Ok(instance) => (
+                instance.call_handle(&mut store, &message).await,
+                Some(instance),
+            ),
+            Err(e) => (Err(e), None),
         };
         let state = store.data_mut();
         let (stdout, stderr, dropped) = state.output.take();
@@ -149,11 +176,26 @@ impl Dispatcher {
                 Outcome::Failed { failure, detail }
             }
         };
+        let outputs = state.outbox.take();
         let outputs = if outcome == Outcome::Ok {
-            state.outbox.take()
+            outputs
         } else {
             Vec::new()
         };
+        // A failed instance is never used again: its state may be anything.
+        if let (Isolation::Reuse(limit), Some(instance)) = (self.config.isolation, instance)
+            && !matches!(outcome, Outcome::Failed { .. })
+            && uses + 1 < limit
+        {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Idle {
+                    store,
+                    instance,
+                    uses: uses + 1,
+                });
+        }
         (outcome, outputs)
     }
 

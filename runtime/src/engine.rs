@@ -263,6 +263,8 @@ pub struct StoreState {
     pub log_budget: usize,
     /// Log lines dropped because the budget ran out.
     pub log_dropped: u64,
+    /// When the current call must stop; re-armed for every delivery.
+    pub deadline: Instant,
     pub host: Arc<crate::host::HostContext>,
 }
 
@@ -299,6 +301,7 @@ impl StoreState {
             output,
             log_budget: handler.max_output_bytes as usize,
             log_dropped: 0,
+            deadline: Instant::now() + handler.timeout,
             host,
         }
     }
@@ -306,25 +309,37 @@ impl StoreState {
 
 /// Creates the Store for one delivery, with its memory cap, deadline and fuel.
 pub fn new_store(engine: &Engine, host: Arc<crate::host::HostContext>) -> Store<StoreState> {
-    let handler = host.handler.clone();
+    let timeout = host.handler.timeout;
     let mut store = Store::new(engine, StoreState::new(host));
     store.limiter(|s| &mut s.limits);
-    if let Some(fuel) = handler.fuel {
-        // Cannot fail: fuel is only configured when the engine meters it.
-        let _ = store.set_fuel(fuel);
-    }
-    let timeout = handler.timeout;
-    let deadline = Instant::now() + timeout;
-    store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
-        if Instant::now() >= deadline {
+        if Instant::now() >= ctx.data().deadline {
             ctx.data_mut().limits.hit = Some(LimitHit::Timeout);
             return Err(wasmtime::Error::new(DeadlineExceeded(timeout)));
         }
         // Yield every tick so that a spinning guest shares its worker thread.
         Ok(UpdateDeadline::Yield(1))
     });
+    arm(&mut store);
     store
+}
+
+/// Prepares a Store for the next call: a fresh deadline and fuel budget,
+/// and per-delivery state (outbox, captured output, log budget) reset.
+pub fn arm(store: &mut Store<StoreState>) {
+    let handler = store.data().host.handler.clone();
+    if let Some(fuel) = handler.fuel {
+        // Cannot fail: fuel is only configured when the engine meters it.
+        let _ = store.set_fuel(fuel);
+    }
+    store.set_epoch_deadline(1);
+    let state = store.data_mut();
+    state.deadline = Instant::now() + handler.timeout;
+    state.limits.hit = None;
+    state.outbox.take();
+    state.output.take();
+    state.log_budget = handler.max_output_bytes as usize;
+    state.log_dropped = 0;
 }
 
 /// Which guest stream a write came from.

@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             engine: prepared.engine.clone(),
             pre,
             js: js.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
         });
         info!(
             handler = %handler.name,

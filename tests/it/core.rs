@@ -213,3 +213,50 @@ async fn config_values_reach_the_guest() {
     host.stop().await.unwrap();
     assert_eq!(&messages(&js, "OUT").await[0].payload[..], b"eu-west");
 }
+
+/// In reuse mode an instance serves several deliveries, but one that trapped
+/// or timed out is replaced: its state never reaches the next delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_mode_replaces_an_instance_after_a_failure() {
+    let (server, js) = bed().await;
+    // One at a time, in this order.
+    for behave in ["count", "count", "trap", "count", "count", "loop", "count"] {
+        publish_behave(&js, "in.a", behave).await;
+    }
+    let host = Host::start(behave_config(
+        &server,
+        "isolation = \"reuse\"\nconcurrency = 1\nmax_attempts = 1\ntimeout = \"500ms\"",
+    ));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let dls = messages(&js, "DLQ").await;
+    let kinds: Vec<(&str, &str)> = dls
+        .iter()
+        .map(|m| {
+            (
+                header(m, "Wharf-Source-Sequence").unwrap(),
+                header(m, "Wharf-Reason-Kind").unwrap(),
+            )
+        })
+        .collect();
+    // 2 sees the instance 1 used (reuse happens); 3 traps; 4 gets a fresh
+    // instance; 5 reuses it; 6 times out; 7 gets a fresh instance again.
+    assert_eq!(
+        kinds,
+        [
+            ("2", "rejected"),
+            ("3", "trap"),
+            ("5", "rejected"),
+            ("6", "timeout")
+        ],
+        "{:?}",
+        dls.iter()
+            .map(|m| header(m, "Wharf-Reason"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        header(&dls[0], "Wharf-Reason")
+            .unwrap()
+            .contains("LEAKED: instance saw 2")
+    );
+}
