@@ -85,6 +85,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
+    // `--only noop-128B` runs one scenario, for profiling.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
@@ -116,6 +119,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         guest,
         payload,
     })
+    .filter(|s| only.as_ref().is_none_or(|o| s.name == *o))
     .collect::<Vec<_>>();
 
     let mut report = Vec::new();
