@@ -47,6 +47,8 @@ struct Scenario {
     name: String,
     guest: Guest,
     payload: usize,
+    /// Both sides wait for the server to confirm each ack.
+    double_ack: bool,
 }
 
 #[derive(Default, Clone)]
@@ -87,7 +89,10 @@ fn main() -> anyhow::Result<()> {
 async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     // `--only noop-128B` runs one scenario, for profiling.
     let args: Vec<String> = std::env::args().collect();
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
@@ -108,16 +113,23 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     );
 
     let scenarios = [
-        (Guest::Noop, 128),
-        (Guest::Noop, 4096),
-        (Guest::Json, 128),
-        (Guest::Json, 4096),
+        (Guest::Noop, 128, false),
+        (Guest::Noop, 4096, false),
+        (Guest::Json, 128, false),
+        (Guest::Json, 4096, false),
+        (Guest::Noop, 128, true),
     ]
     .into_iter()
-    .map(|(guest, payload)| Scenario {
-        name: format!("{}-{}B", guest.wasm(), payload),
+    .map(|(guest, payload, double_ack)| Scenario {
+        name: format!(
+            "{}-{}B{}",
+            guest.wasm(),
+            payload,
+            if double_ack { "-double-ack" } else { "" }
+        ),
         guest,
         payload,
+        double_ack,
     })
     .filter(|s| only.as_ref().is_none_or(|o| s.name == *o))
     .collect::<Vec<_>>();
@@ -127,11 +139,32 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     for scenario in &scenarios {
         let mut native = Vec::new();
         let mut wharf_runs = Vec::new();
+        let mut reuse_runs = Vec::new();
+        let ack_mode = if scenario.double_ack {
+            "double_ack = true"
+        } else {
+            ""
+        };
+        let reuse_mode = format!("{ack_mode}\nisolation = \"reuse\"");
         for _ in 0..settings.rounds {
             run_id += 1;
             native.push(run_native(&js, scenario, settings.messages, run_id).await?);
             run_id += 1;
-            wharf_runs.push(run_wharf(&server, &js, scenario, settings.messages, run_id).await?);
+            wharf_runs.push(
+                run_wharf(&server, &js, scenario, settings.messages, run_id, ack_mode).await?,
+            );
+            run_id += 1;
+            reuse_runs.push(
+                run_wharf(
+                    &server,
+                    &js,
+                    scenario,
+                    settings.messages,
+                    run_id,
+                    &reuse_mode,
+                )
+                .await?,
+            );
         }
         run_id += 1;
         let native_lat =
@@ -141,13 +174,15 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             paced_latency(&server, &js, scenario, settings.paced, run_id, Side::Wharf).await?;
         let n = summary(&native);
         let w = summary(&wharf_runs);
+        let r = summary(&reuse_runs);
         let ratio = w.0 / n.0;
+        let reuse_ratio = r.0 / n.0;
         println!(
-            "{:<22} native {:>8.0} msg/s [{:.0}–{:.0}]  wharf {:>8.0} msg/s [{:.0}–{:.0}]  ratio {:.2}",
-            scenario.name, n.0, n.1, n.2, w.0, w.1, w.2, ratio
+            "{:<26} native {:>7.0} msg/s [{:.0}–{:.0}]  wharf {:>7.0} [{:.0}–{:.0}] ratio {:.2}  wharf reuse {:>7.0} [{:.0}–{:.0}] ratio {:.2}",
+            scenario.name, n.0, n.1, n.2, w.0, w.1, w.2, ratio, r.0, r.1, r.2, reuse_ratio
         );
         println!(
-            "{:<22} p50/p99 publish→ack: native {:.2}/{:.2} ms  wharf {:.2}/{:.2} ms;  CPU µs/msg: native {:.1}  wharf {:.1};  peak RSS MiB: native {:.0}  wharf {:.0}",
+            "{:<26} p50/p99 publish→ack: native {:.2}/{:.2} ms  wharf {:.2}/{:.2} ms;  CPU µs/msg: native {:.1}  wharf {:.1}  reuse {:.1};  peak RSS MiB: native {:.0}  wharf {:.0}",
             "",
             native_lat.0,
             native_lat.1,
@@ -155,6 +190,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             wharf_lat.1,
             median(native.iter().map(|r| r.cpu_us_per_msg).collect()),
             median(wharf_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
+            median(reuse_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
             native.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
             wharf_runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         );
@@ -165,6 +201,10 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "wharf_msgs_per_sec": w.0.round(),
             "wharf_min_max": [w.1.round(), w.2.round()],
             "ratio": (ratio * 1000.0).round() / 1000.0,
+            "reuse_msgs_per_sec": r.0.round(),
+            "reuse_min_max": [r.1.round(), r.2.round()],
+            "reuse_ratio": (reuse_ratio * 1000.0).round() / 1000.0,
+            "reuse_cpu_us_per_msg": median(reuse_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
             "native_p50_ms": native_lat.0, "native_p99_ms": native_lat.1,
             "wharf_p50_ms": wharf_lat.0, "wharf_p99_ms": wharf_lat.1,
             "native_cpu_us_per_msg": median(native.iter().map(|r| r.cpu_us_per_msg).collect()),
@@ -303,6 +343,14 @@ impl AckWatch {
         Ok(AckWatch { acked, first, task })
     }
 
+    /// Waits for the first ack; CPU is counted from here, so start-up
+    /// (compiling the component, creating the consumer) is left out.
+    async fn wait_first(&self) {
+        while self.first.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn wait_for(&self, n: usize) -> Duration {
         loop {
             if self.acked.lock().unwrap().len() >= n {
@@ -357,6 +405,7 @@ async fn native_consume(
     js: jetstream::Context,
     stream: String,
     guest: Guest,
+    double_ack: bool,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: jetstream::consumer::PullConsumer = js
@@ -418,7 +467,11 @@ async fn native_consume(
                     return;
                 }
             }
-            let _ = msg.ack().await;
+            let _ = if double_ack {
+                msg.double_ack().await
+            } else {
+                msg.ack().await
+            };
         });
     }
 }
@@ -433,14 +486,16 @@ async fn run_native(
     let client = js.client();
     let watch = AckWatch::start(&client, &stream).await?;
     reset_peak_rss();
-    let cpu0 = cpu_us();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(native_consume(
         js.clone(),
         stream.clone(),
         scenario.guest,
+        scenario.double_ack,
         stop.clone(),
     ));
+    watch.wait_first().await;
+    let cpu0 = cpu_us();
     let elapsed = watch.wait_for(n as usize).await;
     let cpu = cpu_us() - cpu0;
     stop.cancel();
@@ -490,19 +545,21 @@ async fn run_wharf(
     scenario: &Scenario,
     n: u64,
     run: u32,
+    extra: &str,
 ) -> anyhow::Result<Run> {
     let stream = prefill(js, scenario, n, run).await?;
     let client = js.client();
     let watch = AckWatch::start(&client, &stream).await?;
     reset_peak_rss();
-    let cpu0 = cpu_us();
     let host = support::Host::start(wharf_config(
         server,
         &stream,
         scenario.guest,
         CONCURRENCY,
-        "",
+        extra,
     ));
+    watch.wait_first().await;
+    let cpu0 = cpu_us();
     let elapsed = watch.wait_for(n as usize).await;
     let cpu = cpu_us() - cpu0;
     host.stop().await?;
@@ -510,7 +567,6 @@ async fn run_wharf(
     js.delete_stream(&stream).await?;
     Ok(Run {
         msgs_per_sec: n as f64 / elapsed.as_secs_f64(),
-        // Includes compiling the component once per run; amortised over the run.
         cpu_us_per_msg: cpu / n as f64,
         peak_rss_kib: rss,
     })
@@ -543,6 +599,7 @@ async fn paced_latency(
                 js.clone(),
                 stream.clone(),
                 scenario.guest,
+                scenario.double_ack,
                 stop.clone(),
             ))),
             None,
@@ -554,7 +611,11 @@ async fn paced_latency(
                 &stream,
                 scenario.guest,
                 CONCURRENCY,
-                "",
+                if scenario.double_ack {
+                    "double_ack = true"
+                } else {
+                    ""
+                },
             ))),
         ),
     };
@@ -677,6 +738,7 @@ async fn rss_with_in_flight(
         name: "wait".into(),
         guest: Guest::Noop,
         payload: 16,
+        double_ack: false,
     };
     let stream = prefill(js, &scenario, 0, run).await?;
     let subject = format!("bench.in.{run}");
