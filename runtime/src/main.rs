@@ -203,28 +203,32 @@ async fn dlq(
         }
         _ => None,
     };
-    let settings = match &stream {
-        Some(_) => None,
-        None => Some(Config::load(
+    // Either a dead-letter stream named outright, or a config whose handler names the subject.
+    enum Source {
+        Stream(String),
+        Config(Box<Config>),
+    }
+    let source = match stream {
+        Some(stream) => Source::Stream(stream),
+        None => Source::Config(Box::new(Config::load(
             config
                 .as_deref()
                 .unwrap_or(std::path::Path::new("wharf.toml")),
-        )?),
+        )?)),
     };
-    let mut connection = settings
-        .as_ref()
-        .map(|c| c.nats.clone())
-        .unwrap_or_default();
+    let mut connection = match &source {
+        Source::Config(c) => c.nats.clone(),
+        Source::Stream(_) => wharf::config::NatsConfig::default(),
+    };
     nats.apply(&mut connection);
     let client = wharf::connect::connect(&connection, "wharf-dlq").await?;
     let js = async_nats::jetstream::new(client);
-    let location = match (stream, settings) {
-        (Some(stream), _) => Location {
+    let location = match source {
+        Source::Stream(stream) => Location {
             stream,
             subject: None,
         },
-        (None, None) => unreachable!("a config is loaded whenever no stream is given"),
-        (None, Some(settings)) => {
+        Source::Config(settings) => {
             let with_dlq: Vec<_> = settings
                 .handlers
                 .iter()
