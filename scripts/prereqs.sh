@@ -11,6 +11,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# The TLS tests generate their certificates with openssl.
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing openssl"
+    apt-get update -qq && apt-get install -y -qq openssl
+fi
+
 find_nats_server() {
     if [[ -n "${NATS_SERVER_BIN:-}" && -x "${NATS_SERVER_BIN}" ]]; then
         return 0

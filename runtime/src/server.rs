@@ -48,24 +48,34 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port with a fresh temporary store.
     pub fn start() -> anyhow::Result<NatsServer> {
-        let temp = tempfile::Builder::new()
-            .prefix("wharf-nats-")
-            .tempdir()
-            .context("creating a store directory for nats-server")?;
-        let dir = temp.path().to_path_buf();
-        let mut server = NatsServer::start_in(&dir, None)?;
-        server._temp = Some(temp);
-        Ok(server)
+        NatsServer::start_with(&[])
     }
 
     /// Starts a server with its store in `dir`, on `port` or, if `None`, on a
     /// port the server picks. Used to restart a server on the same store and port.
     pub fn start_in(dir: &Path, port: Option<u16>) -> anyhow::Result<NatsServer> {
+        NatsServer::start_in_with(dir, port, &[])
+    }
+
+    /// Starts a server with a fresh temporary store and extra command-line
+    /// arguments (authentication, TLS).
+    pub fn start_with(args: &[&str]) -> anyhow::Result<NatsServer> {
+        let temp = tempfile::Builder::new()
+            .prefix("wharf-nats-")
+            .tempdir()
+            .context("creating a store directory for nats-server")?;
+        let mut server = NatsServer::start_in_with(temp.path(), None, args)?;
+        server._temp = Some(temp);
+        Ok(server)
+    }
+
+    fn start_in_with(dir: &Path, port: Option<u16>, args: &[&str]) -> anyhow::Result<NatsServer> {
         let bin = find_binary()?;
         let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
         let mut child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "--store_dir"])
             .arg(dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod connect;
 mod core;
 mod crash;
 mod dlq;
