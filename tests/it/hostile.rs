@@ -237,3 +237,37 @@ async fn explicit_drop_terminates_without_a_copy() {
     let info = consumer_info(&js).await;
     assert_eq!(info.delivered.consumer_sequence, 1);
 }
+
+/// A timeout or memory failure with attempts left is nak'd and retried; only the final attempt dead-letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_and_memory_failures_are_retried_before_dead_lettering() {
+    let (server, js) = bed().await;
+    publish_behave(&js, "in.a", "loop").await;
+    publish_behave(&js, "in.a", "alloc").await;
+    let host = Host::start(behave_config(
+        &server,
+        "max_attempts = 2\ntimeout = \"300ms\"",
+    ));
+    wait_count(&js, "DLQ", 2).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let mut kinds: Vec<(String, String)> = messages(&js, "DLQ")
+        .await
+        .iter()
+        .map(|m| {
+            (
+                header(m, "Wharf-Reason-Kind").unwrap().to_string(),
+                header(m, "Wharf-Delivery-Count").unwrap().to_string(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("memory".to_string(), "2".to_string()),
+            ("timeout".to_string(), "2".to_string())
+        ],
+        "each failed once, was retried, and was dead-lettered on its second (final) attempt"
+    );
+}
