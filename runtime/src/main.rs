@@ -171,11 +171,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, nats } => {
             let mut config = Config::load(&config.config)?;
             nats.apply(&mut config.nats);
-            runtime()?.block_on(wharf::run(config, shutdown_then_force()))
+            runtime()?.block_on(async { wharf::run(config, shutdown_then_force()?).await })
         }
         Command::Dev { config } => {
             let config = Config::load(&config.config)?;
-            runtime()?.block_on(wharf::dev::run(config, shutdown_then_force()))
+            runtime()?.block_on(async { wharf::dev::run(config, shutdown_then_force()?).await })
         }
         Command::Dlq {
             config,
@@ -299,12 +299,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on the first signal; a second signal exits at once. That is
-/// still safe: whatever was not acked is redelivered.
-async fn shutdown_then_force() {
-    wharf::shutdown_signal().await;
-    tokio::spawn(async {
-        wharf::shutdown_signal().await;
-        eprintln!("second signal: exiting now; unacked messages will be redelivered");
-        std::process::exit(130);
-    });
+/// still safe: whatever was not acked is redelivered. Both are listened for
+/// from start-up on, so a quick second signal is not lost.
+fn shutdown_then_force() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signals = wharf::Signals::new()?;
+    Ok(async move {
+        signals.recv().await;
+        tokio::spawn(async move {
+            signals.recv().await;
+            eprintln!("second signal: exiting now; unacked messages will be redelivered");
+            std::process::exit(130);
+        });
+    })
 }

@@ -205,7 +205,7 @@ async fn slow_handler_is_kept_alive_with_progress_acks() {
         &js,
         "in.a",
         b"x",
-        &[("behave", "sleep:3500"), ("publish-to", "out.done")],
+        &[("behave", "sleep:5000"), ("publish-to", "out.done")],
     )
     .await;
     let host = Host::start(behave_config(

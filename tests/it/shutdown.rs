@@ -105,13 +105,14 @@ async fn second_signal_exits_at_once() {
     let text = behave_config_text(&server.url(), "timeout = \"60s\"")
         .replace("drain_timeout = \"5s\"", "drain_timeout = \"60s\"");
     let config = write_config(dir.path(), &text);
-    let host = Binary::spawn(&["run", "-c", config.to_str().unwrap()], &[]);
+    let host = Binary::spawn_logged(&["run", "-c", config.to_str().unwrap()], &[]);
     publish_behave(&js, "in.a", "sleep:30000").await;
     eventually("the delivery is in flight", || async {
         matches!(consumer_counts(&js, "IN", "test").await, Some((0, 1)))
     })
     .await;
     host.signal("TERM");
+    host.wait_log("shutting down").await;
     host.signal("TERM");
     assert_eq!(host.wait().await, Some(130));
 }

@@ -321,6 +321,8 @@ pub fn header<'a>(m: &'a Stored, name: &str) -> Option<&'a str> {
 /// The real `wharf` binary, killed on drop.
 pub struct Binary {
     pub child: Child,
+    /// Its stderr lines, when spawned with `spawn_logged`.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -336,7 +338,44 @@ impl Binary {
         }
         Binary {
             child: cmd.spawn().expect("spawning wharf"),
+            log: Default::default(),
         }
+    }
+
+    /// Like `spawn`, keeping the host's info-level log lines to wait on.
+    pub fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("WHARF_LOG", "info")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning wharf");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary { child, log }
+    }
+
+    /// Waits until the host has logged a line containing `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        eventually(&format!("the host logs \"{needle}\""), || async {
+            self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        })
+        .await;
     }
 
     /// SIGKILL: the host dies wherever it is.
