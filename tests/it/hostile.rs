@@ -210,7 +210,7 @@ async fn slow_handler_is_kept_alive_with_progress_acks() {
     .await;
     let host = Host::start(behave_config(
         &server,
-        "ack_wait = \"1s\"\ntimeout = \"10s\"",
+        "ack_wait = \"2s\"\ntimeout = \"15s\"",
     ));
     wait_count(&js, "OUT", 1).await;
     wait_drained(&js, "IN", "test").await;
