@@ -235,11 +235,7 @@ pub async fn replay(
     selector: &Selector,
     remove: bool,
 ) -> anyhow::Result<usize> {
-    let entries = select(js, location, selector).await?;
-    let stream = js
-        .get_stream(&location.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (entries, stream) = select_in_stream(js, location, selector).await?;
     let mut done = 0;
     for e in &entries {
         let target = e.header(headers::SOURCE_SUBJECT).to_string();
@@ -289,11 +285,7 @@ pub async fn purge(
     location: &Location,
     selector: &Selector,
 ) -> anyhow::Result<usize> {
-    let entries = select(js, location, selector).await?;
-    let stream = js
-        .get_stream(&location.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (entries, stream) = select_in_stream(js, location, selector).await?;
     for e in &entries {
         stream
             .delete_message(e.sequence)
@@ -302,6 +294,20 @@ pub async fn purge(
             .with_context(|| format!("deleting dead-letter message {}", e.sequence))?;
     }
     Ok(entries.len())
+}
+
+/// The selected entries and the stream handle to change them through.
+async fn select_in_stream(
+    js: &jetstream::Context,
+    location: &Location,
+    selector: &Selector,
+) -> anyhow::Result<(Vec<Entry>, jetstream::stream::Stream)> {
+    let entries = select(js, location, selector).await?;
+    let stream = js
+        .get_stream(&location.stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((entries, stream))
 }
 
 /// The selected entries; naming a sequence that is not there is an error, so nothing happens by mistake.

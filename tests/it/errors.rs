@@ -7,6 +7,14 @@ fn write(dir: &std::path::Path, text: &str) -> String {
     write_config(dir, text).to_str().unwrap().to_string()
 }
 
+/// Runs `wharf check` on `text`, expects exit code 1, and returns stderr.
+fn check_fails(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_binary(&["check", "-c", &write(dir.path(), text)]);
+    assert_eq!(code, 1, "{err}");
+    err
+}
+
 /// An unknown field is refused with the file and the field named.
 #[test]
 fn unknown_field_names_file_and_field() {
@@ -39,10 +47,11 @@ fn bad_value_names_file_handler_and_field() {
 /// A missing `.wasm` names the handler and the path.
 #[test]
 fn missing_component_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text("nats://127.0.0.1:1", &dir.path().join("nope.wasm"), "");
-    let (code, err) = run_binary(&["check", "-c", &write(dir.path(), &text)]);
-    assert_eq!(code, 1);
+    let err = check_fails(&config_text(
+        "nats://127.0.0.1:1",
+        std::path::Path::new("/nonexistent/nope.wasm"),
+        "",
+    ));
     assert!(
         err.contains("handler \"test\"") && err.contains("nope.wasm"),
         "{err}"
@@ -52,10 +61,7 @@ fn missing_component_is_named() {
 /// A component built for another world names the missing export.
 #[test]
 fn wrong_world_names_the_missing_export() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = config_text("nats://127.0.0.1:1", &wasm("wrong-world"), "");
-    let (code, err) = run_binary(&["check", "-c", &write(dir.path(), &text)]);
-    assert_eq!(code, 1);
+    let err = check_fails(&config_text("nats://127.0.0.1:1", &wasm("wrong-world"), ""));
     assert!(
         err.contains("does not implement") && err.contains("handle"),
         "{err}"
