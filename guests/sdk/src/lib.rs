@@ -1,4 +1,4 @@
-//! Write [Wharf](https://github.com/) message handlers in plain Rust.
+//! Write Wharf message handlers in plain Rust.
 //!
 //! A handler is one function from a [`Message`] to a [`Result`]. Returning
 //! `Ok(())` acks the message (after everything you [`publish`]ed is stored);
