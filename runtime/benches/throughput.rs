@@ -146,32 +146,28 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             ""
         };
         let reuse_mode = format!("{ack_mode}\nisolation = \"reuse\"");
+        let mut measure = async |side: Side<'_>| {
+            run_id += 1;
+            run_side(&server, &js, scenario, settings.messages, run_id, side).await
+        };
         for _ in 0..settings.rounds {
-            run_id += 1;
-            native.push(run_native(&js, scenario, settings.messages, run_id).await?);
-            run_id += 1;
-            wharf_runs.push(
-                run_wharf(&server, &js, scenario, settings.messages, run_id, ack_mode).await?,
-            );
-            run_id += 1;
-            reuse_runs.push(
-                run_wharf(
-                    &server,
-                    &js,
-                    scenario,
-                    settings.messages,
-                    run_id,
-                    &reuse_mode,
-                )
-                .await?,
-            );
+            native.push(measure(Side::Native).await?);
+            wharf_runs.push(measure(Side::Wharf(ack_mode)).await?);
+            reuse_runs.push(measure(Side::Wharf(&reuse_mode)).await?);
         }
         run_id += 1;
         let native_lat =
             paced_latency(&server, &js, scenario, settings.paced, run_id, Side::Native).await?;
         run_id += 1;
-        let wharf_lat =
-            paced_latency(&server, &js, scenario, settings.paced, run_id, Side::Wharf).await?;
+        let wharf_lat = paced_latency(
+            &server,
+            &js,
+            scenario,
+            settings.paced,
+            run_id,
+            Side::Wharf(ack_mode),
+        )
+        .await?;
         let n = summary(&native);
         let w = summary(&wharf_runs);
         let r = summary(&reuse_runs);
@@ -476,39 +472,6 @@ async fn native_consume(
     }
 }
 
-async fn run_native(
-    js: &jetstream::Context,
-    scenario: &Scenario,
-    n: u64,
-    run: u32,
-) -> anyhow::Result<Run> {
-    let stream = prefill(js, scenario, n, run).await?;
-    let client = js.client();
-    let watch = AckWatch::start(&client, &stream).await?;
-    reset_peak_rss();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(native_consume(
-        js.clone(),
-        stream.clone(),
-        scenario.guest,
-        scenario.double_ack,
-        stop.clone(),
-    ));
-    watch.wait_first().await;
-    let cpu0 = cpu_us();
-    let elapsed = watch.wait_for(n as usize).await;
-    let cpu = cpu_us() - cpu0;
-    stop.cancel();
-    let _ = task.await;
-    let rss = peak_rss_kib();
-    js.delete_stream(&stream).await?;
-    Ok(Run {
-        msgs_per_sec: n as f64 / elapsed.as_secs_f64(),
-        cpu_us_per_msg: cpu / n as f64,
-        peak_rss_kib: rss,
-    })
-}
-
 fn wharf_config(
     server: &NatsServer,
     stream: &str,
@@ -539,30 +502,92 @@ publish = ["bench.out"]
     Config::parse(Path::new("bench.toml"), &text).expect("bench config is valid")
 }
 
-async fn run_wharf(
+/// Who drains the stream: the native consumer, or Wharf with extra handler settings.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Native,
+    Wharf(&'a str),
+}
+
+impl Side<'_> {
+    fn durable(self) -> &'static str {
+        match self {
+            Side::Native => "native",
+            Side::Wharf(_) => "wharf",
+        }
+    }
+}
+
+/// A consumer draining a stream, native or Wharf.
+enum Running {
+    Native(
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+        tokio_util::sync::CancellationToken,
+    ),
+    Wharf(support::Host),
+}
+
+impl Running {
+    fn start(
+        side: Side<'_>,
+        server: &NatsServer,
+        js: &jetstream::Context,
+        stream: &str,
+        scenario: &Scenario,
+    ) -> Running {
+        match side {
+            Side::Native => {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let task = tokio::spawn(native_consume(
+                    js.clone(),
+                    stream.to_string(),
+                    scenario.guest,
+                    scenario.double_ack,
+                    stop.clone(),
+                ));
+                Running::Native(task, stop)
+            }
+            Side::Wharf(extra) => Running::Wharf(support::Host::start(wharf_config(
+                server,
+                stream,
+                scenario.guest,
+                CONCURRENCY,
+                extra,
+            ))),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Running::Native(task, stop) => {
+                stop.cancel();
+                let _ = task.await;
+                Ok(())
+            }
+            Running::Wharf(host) => host.stop().await,
+        }
+    }
+}
+
+/// Drains `n` pre-filled messages with one side and measures it.
+async fn run_side(
     server: &NatsServer,
     js: &jetstream::Context,
     scenario: &Scenario,
     n: u64,
     run: u32,
-    extra: &str,
+    side: Side<'_>,
 ) -> anyhow::Result<Run> {
     let stream = prefill(js, scenario, n, run).await?;
     let client = js.client();
     let watch = AckWatch::start(&client, &stream).await?;
     reset_peak_rss();
-    let host = support::Host::start(wharf_config(
-        server,
-        &stream,
-        scenario.guest,
-        CONCURRENCY,
-        extra,
-    ));
+    let running = Running::start(side, server, js, &stream, scenario);
     watch.wait_first().await;
     let cpu0 = cpu_us();
     let elapsed = watch.wait_for(n as usize).await;
     let cpu = cpu_us() - cpu0;
-    host.stop().await?;
+    running.stop().await?;
     let rss = peak_rss_kib();
     js.delete_stream(&stream).await?;
     Ok(Run {
@@ -570,12 +595,6 @@ async fn run_wharf(
         cpu_us_per_msg: cpu / n as f64,
         peak_rss_kib: rss,
     })
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    Native,
-    Wharf,
 }
 
 /// p50/p99 publish→ack latency in ms, with messages published one at a time
@@ -586,49 +605,17 @@ async fn paced_latency(
     scenario: &Scenario,
     n: u64,
     run: u32,
-    side: Side,
+    side: Side<'_>,
 ) -> anyhow::Result<(f64, f64)> {
     let stream = prefill(js, scenario, 0, run).await?;
     let subject = format!("bench.in.{run}");
     let client = js.client();
     let watch = AckWatch::start(&client, &stream).await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (native, host) = match side {
-        Side::Native => (
-            Some(tokio::spawn(native_consume(
-                js.clone(),
-                stream.clone(),
-                scenario.guest,
-                scenario.double_ack,
-                stop.clone(),
-            ))),
-            None,
-        ),
-        Side::Wharf => (
-            None,
-            Some(support::Host::start(wharf_config(
-                server,
-                &stream,
-                scenario.guest,
-                CONCURRENCY,
-                if scenario.double_ack {
-                    "double_ack = true"
-                } else {
-                    ""
-                },
-            ))),
-        ),
-    };
+    let running = Running::start(side, server, js, &stream, scenario);
     // Let the consumer bind before the clock starts.
     loop {
         if let Ok(s) = js.get_stream(&stream).await
-            && s.consumer_info(if side == Side::Native {
-                "native"
-            } else {
-                "wharf"
-            })
-            .await
-            .is_ok()
+            && s.consumer_info(side.durable()).await.is_ok()
         {
             break;
         }
@@ -647,13 +634,7 @@ async fn paced_latency(
         sent.insert(ack.sequence, t);
     }
     watch.wait_for(n as usize).await;
-    stop.cancel();
-    if let Some(t) = native {
-        let _ = t.await;
-    }
-    if let Some(h) = host {
-        h.stop().await?;
-    }
+    running.stop().await?;
     let acked = watch.acked.lock().unwrap().clone();
     let mut lat: Vec<f64> = sent
         .iter()

@@ -176,9 +176,8 @@ impl Dispatcher {
                 Outcome::Failed { failure, detail }
             }
         };
-        let outputs = state.outbox.take();
         let outputs = if outcome == Outcome::Ok {
-            outputs
+            state.outbox.take()
         } else {
             Vec::new()
         };

@@ -327,26 +327,35 @@ pub fn new_store(engine: &Engine, host: Arc<crate::host::HostContext>) -> Store<
         // Yield every tick so that a spinning guest shares its worker thread.
         Ok(UpdateDeadline::Yield(1))
     });
-    arm(&mut store);
+    start_clock(&mut store);
     store
 }
 
-/// Prepares a Store for the next call: a fresh deadline and fuel budget,
-/// and per-delivery state (outbox, captured output, log budget) reset.
+/// Prepares a used Store for its next delivery (reuse mode): per-delivery
+/// state (outbox, captured output, log budget, limit record) reset, then a
+/// fresh deadline and fuel budget.
 pub fn arm(store: &mut Store<StoreState>) {
-    let handler = store.data().host.handler.clone();
-    if let Some(fuel) = handler.fuel {
+    let state = store.data_mut();
+    state.limits.hit = None;
+    state.outbox.take();
+    state.output.take();
+    state.log_budget = state.host.handler.max_output_bytes as usize;
+    state.log_dropped = 0;
+    start_clock(store);
+}
+
+/// Starts the delivery's deadline and fuel budget.
+fn start_clock(store: &mut Store<StoreState>) {
+    let (timeout, fuel) = {
+        let handler = &store.data().host.handler;
+        (handler.timeout, handler.fuel)
+    };
+    if let Some(fuel) = fuel {
         // Cannot fail: fuel is only configured when the engine meters it.
         let _ = store.set_fuel(fuel);
     }
     store.set_epoch_deadline(1);
-    let state = store.data_mut();
-    state.deadline = Instant::now() + handler.timeout;
-    state.limits.hit = None;
-    state.outbox.take();
-    state.output.take();
-    state.log_budget = handler.max_output_bytes as usize;
-    state.log_dropped = 0;
+    store.data_mut().deadline = Instant::now() + timeout;
 }
 
 /// Which guest stream a write came from.

@@ -41,6 +41,8 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     store_dir: PathBuf,
+    /// Extra command-line arguments, kept so a restart starts the same server.
+    args: Vec<String>,
     /// Present when the server owns its store directory and removes it on drop.
     _temp: Option<tempfile::TempDir>,
 }
@@ -124,6 +126,7 @@ impl NatsServer {
             child,
             port,
             store_dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             _temp: None,
         })
     }
@@ -149,7 +152,8 @@ impl NatsServer {
     /// Kills the server and starts it again on the same port and store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let mut next = NatsServer::start_in(&self.store_dir, Some(self.port))?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut next = NatsServer::start_in_with(&self.store_dir, Some(self.port), &args)?;
         // The old, already dead child goes with `next`.
         std::mem::swap(&mut self.child, &mut next.child);
         Ok(())
