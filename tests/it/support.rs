@@ -326,18 +326,25 @@ pub struct Binary {
 }
 
 impl Binary {
-    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
+    /// The `wharf` command with `args`, `env` and the given log level.
+    fn command(args: &[&str], env: &[(&str, &str)], level: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .env("WHARF_LOG", "warn");
+            .env("WHARF_LOG", level);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
         Binary {
-            child: cmd.spawn().expect("spawning wharf"),
+            child: Binary::command(args, env, "warn")
+                .spawn()
+                .expect("spawning wharf"),
             log: Default::default(),
         }
     }
@@ -345,17 +352,10 @@ impl Binary {
     /// Like `spawn`, keeping the host's info-level log lines to wait on.
     pub fn spawn_logged(args: &[&str], env: &[(&str, &str)]) -> Binary {
         use std::io::BufRead;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut child = Binary::command(args, env, "info")
             .stderr(Stdio::piped())
-            .env("WHARF_LOG", "info")
-            .env("NO_COLOR", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning wharf");
+            .spawn()
+            .expect("spawning wharf");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let sink = log.clone();
