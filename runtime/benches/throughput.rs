@@ -490,6 +490,7 @@ component = "{component}"
 stream = "{stream}"
 consumer = "wharf"
 concurrency = {concurrency}
+prefetch = {concurrency}
 timeout = "30s"
 memory = "64MiB"
 dead_letter = "bench.dlq"

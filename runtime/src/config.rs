@@ -85,6 +85,9 @@ pub struct HandlerConfig {
     pub filter_subject: Option<String>,
     /// Deliveries in flight at once for this handler, per host.
     pub concurrency: usize,
+    /// Messages pulled ahead of a free slot, waiting in line (kept alive with
+    /// in-progress acks, handed back at once on shutdown).
+    pub prefetch: usize,
     /// The attempt on which the host stops retrying and dead-letters.
     pub max_attempts: u32,
     /// How long the server waits for an ack before redelivering.
@@ -168,6 +171,7 @@ struct RawHandler {
     consumer: Option<String>,
     filter_subject: Option<String>,
     concurrency: Option<usize>,
+    prefetch: Option<usize>,
     max_attempts: Option<u32>,
     ack_wait: Option<String>,
     timeout: Option<String>,
@@ -384,6 +388,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         if concurrency == 0 || concurrency > 10_000 {
             return Err(site.err("concurrency", "must be between 1 and 10000"));
         }
+        let prefetch = h.prefetch.unwrap_or(concurrency);
+        if prefetch > 10_000 {
+            return Err(site.err("prefetch", "must be between 0 and 10000"));
+        }
         let max_attempts = h.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS);
         if max_attempts == 0 {
             return Err(site.err("max_attempts", "must be at least 1"));
@@ -461,6 +469,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             consumer,
             filter_subject: h.filter_subject.clone(),
             concurrency,
+            prefetch,
             max_attempts,
             ack_wait,
             timeout,
@@ -604,6 +613,21 @@ mod tests {
         assert_eq!(h.max_attempts, defaults::MAX_ATTEMPTS);
         assert_eq!(h.backoff, defaults::BACKOFF.to_vec());
         assert_eq!(h.memory, defaults::MEMORY);
+    }
+
+    #[test]
+    fn prefetch_defaults_to_concurrency_and_is_bounded() {
+        let c = parse(&format!("{MINIMAL}\nconcurrency = 8\n")).unwrap();
+        assert_eq!(c.handlers[0].prefetch, 8);
+        let c = parse(&format!("{MINIMAL}\nprefetch = 0\n")).unwrap();
+        assert_eq!(c.handlers[0].prefetch, 0);
+        let err = parse(&format!("{MINIMAL}\nprefetch = 20000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("handler \"orders\"") && err.contains("`prefetch`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The pull loop: binds a handler to its durable consumer (creating or
-//! verifying it), pulls no more than the handler can run at once, and hands
-//! each message to the dispatcher.
+//! verifying it), pulls no more than the handler can run at once plus its
+//! bounded `prefetch` line, and hands each message to the dispatcher.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,10 @@ pub fn desired_consumer(handler: &HandlerConfig) -> pull::Config {
     }
 }
 
-/// Room for several hosts sharing the consumer, each with `concurrency` in flight.
+/// Room for several hosts sharing the consumer, each holding `concurrency`
+/// running and `prefetch` waiting.
 fn max_ack_pending(handler: &HandlerConfig) -> i64 {
-    (handler.concurrency as i64 * 16).max(1000)
+    ((handler.concurrency + handler.prefetch) as i64 * 16).max(1000)
 }
 
 /// Creates the durable consumer, or checks that an existing one has the
@@ -130,8 +131,13 @@ pub async fn ensure_consumer(
 }
 
 /// Pulls and dispatches until `stop` fires, then drains: in-flight deliveries
-/// get until `drain_timeout` to finish, and everything else is nak'd without
-/// delay so another host takes it at once.
+/// get until `drain_timeout` to finish, and everything else (messages still
+/// waiting in line included) is nak'd without delay so another host takes it
+/// at once.
+///
+/// The host holds at most `concurrency + prefetch` messages: `concurrency`
+/// running and up to `prefetch` pulled ahead, waiting for a free slot, so a
+/// slot that frees up does not sit idle for a pull's round trip.
 pub async fn run(
     dispatcher: Arc<Dispatcher>,
     js: jetstream::Context,
@@ -139,8 +145,8 @@ pub async fn run(
     drain_timeout: Duration,
 ) -> anyhow::Result<()> {
     let handler = dispatcher.config.clone();
-    let limit = handler.concurrency;
-    let slots = Arc::new(Semaphore::new(limit));
+    let slots = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
+    let running = Arc::new(Semaphore::new(handler.concurrency));
     let abort = CancellationToken::new();
     let mut tasks: JoinSet<Settled> = JoinSet::new();
     let mut retry_delay = Duration::from_millis(100);
@@ -161,8 +167,8 @@ pub async fn run(
         let mut failures_in_a_row = 0u32;
         loop {
             while tasks.try_join_next().is_some() {}
-            // Reserve every free slot (at least one) and pull exactly that many,
-            // so nothing waits in a buffer while its ack_wait runs out.
+            // Reserve every free place (at least one) and pull exactly that
+            // many, so nothing is held beyond the bound.
             let first = tokio::select! {
                 _ = stop.cancelled() => break 'pull,
                 slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
@@ -202,17 +208,22 @@ pub async fn run(
                             .expect("the pull asked for no more than the free slots");
                         let d = dispatcher.clone();
                         let abort = abort.clone();
+                        let stop = stop.clone();
+                        let running = running.clone();
                         tasks.spawn(async move {
-                            let _slot = slot;
+                            let _held = slot;
+                            // Waiting in line: kept alive, and handed back at
+                            // once if the host stops before its turn comes.
+                            let _turn = tokio::select! {
+                                turn = d.keep_alive(&msg, running.acquire_owned()) => {
+                                    turn.expect("semaphore is never closed")
+                                }
+                                _ = stop.cancelled() => return hand_back(&msg).await,
+                            };
                             tokio::select! {
                                 settled = d.deliver(&msg) => settled,
-                                _ = abort.cancelled() => {
-                                    // Drain timeout: hand the message back at once.
-                                    match msg.ack_with(AckKind::Nak(None)).await {
-                                        Ok(()) => Settled::Naked,
-                                        Err(_) => Settled::Abandoned,
-                                    }
-                                }
+                                // Drain timeout: hand the message back at once.
+                                _ = abort.cancelled() => hand_back(&msg).await,
                             }
                         });
                     }
@@ -247,6 +258,14 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
     }
     Ok(())
+}
+
+/// Naks without delay, so another host can take the message at once.
+async fn hand_back(msg: &jetstream::Message) -> Settled {
+    match msg.ack_with(AckKind::Nak(None)).await {
+        Ok(()) => Settled::Naked,
+        Err(_) => Settled::Abandoned,
+    }
 }
 
 /// Sleeps, unless `stop` fires first; returns whether it did.

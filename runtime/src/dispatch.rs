@@ -95,7 +95,10 @@ impl Dispatcher {
             },
         };
         async move {
-            let (outcome, outputs) = self.run_with_progress(msg, message).await;
+            // A slow but healthy delivery is kept alive, so it is not
+            // redelivered underneath itself; the guest's own deadline bounds
+            // how long that lasts.
+            let (outcome, outputs) = self.keep_alive(msg, self.run_guest(message)).await;
             match &outcome {
                 Outcome::Failed { failure, detail } => {
                     warn!(?failure, detail = %detail, "guest failed")
@@ -111,20 +114,14 @@ impl Dispatcher {
         .await
     }
 
-    /// Runs the guest, sending in-progress acks while it takes longer than a
-    /// third of `ack_wait`, so a slow but healthy delivery is not redelivered
-    /// underneath itself. The guest's own deadline bounds how long that lasts.
-    async fn run_with_progress(
-        &self,
-        msg: &jetstream::Message,
-        message: Message,
-    ) -> (Outcome, Vec<Outgoing>) {
-        let guest = self.run_guest(message);
-        tokio::pin!(guest);
+    /// Runs `work`, sending in-progress acks every third of `ack_wait` while
+    /// it lasts, so the broker does not redeliver the message meanwhile.
+    pub async fn keep_alive<F: Future>(&self, msg: &jetstream::Message, work: F) -> F::Output {
+        tokio::pin!(work);
         let every = self.config.ack_wait / 3;
         loop {
             tokio::select! {
-                done = &mut guest => return done,
+                done = &mut work => return done,
                 _ = tokio::time::sleep(every) => {
                     if let Err(e) = msg.ack_with(AckKind::Progress).await {
                         debug!(error = %e, "in-progress ack failed");

@@ -31,13 +31,7 @@ async fn success_acks_and_a_restart_redelivers_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_redelivers_until_success() {
     let (server, js) = bed().await;
-    publish(
-        &js,
-        "in.a",
-        b"x",
-        &[("behave", "flaky:2"), ("publish-to", "out.done")],
-    )
-    .await;
+    publish_done(&js, "flaky:2").await;
     let host = Host::start(behave_config(&server, ""));
     wait_count(&js, "OUT", 1).await;
     wait_drained(&js, "IN", "test").await;

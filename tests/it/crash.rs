@@ -31,13 +31,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     let (server, js) = bed().await;
     const N: u64 = 300;
     for _ in 0..N {
-        publish(
-            &js,
-            "in.a",
-            b"x",
-            &[("behave", "sleep:3"), ("publish-to", "out.done")],
-        )
-        .await;
+        publish_done(&js, "sleep:3").await;
     }
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

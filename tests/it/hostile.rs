@@ -62,13 +62,7 @@ async fn panic_dead_letters_with_the_panic_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_with_attempts_left_is_retried() {
     let (server, js) = bed().await;
-    publish(
-        &js,
-        "in.a",
-        b"x",
-        &[("behave", "trap-until:2"), ("publish-to", "out.done")],
-    )
-    .await;
+    publish_done(&js, "trap-until:2").await;
     let host = Host::start(behave_config(&server, ""));
     wait_count(&js, "OUT", 1).await;
     wait_drained(&js, "IN", "test").await;
@@ -201,13 +195,7 @@ async fn outbox_message_count_is_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_is_kept_alive_with_progress_acks() {
     let (server, js) = bed().await;
-    publish(
-        &js,
-        "in.a",
-        b"x",
-        &[("behave", "sleep:5000"), ("publish-to", "out.done")],
-    )
-    .await;
+    publish_done(&js, "sleep:5000").await;
     let host = Host::start(behave_config(
         &server,
         "ack_wait = \"2s\"\ntimeout = \"15s\"",
@@ -221,6 +209,26 @@ async fn slow_handler_is_kept_alive_with_progress_acks() {
         "never redelivered while running"
     );
     assert_eq!(count(&js, "OUT").await, 1);
+}
+
+/// A message pulled ahead waits in line for longer than `ack_wait` and is
+/// kept alive meanwhile: neither message is ever redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_waiting_in_line_is_kept_alive() {
+    let (server, js) = bed().await;
+    for _ in 0..2 {
+        publish_done(&js, "sleep:3000").await;
+    }
+    let host = Host::start(behave_config(
+        &server,
+        "concurrency = 1\nprefetch = 1\nack_wait = \"1s\"\ntimeout = \"15s\"",
+    ));
+    wait_count(&js, "OUT", 2).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let info = consumer_info(&js).await;
+    assert_eq!(info.delivered.consumer_sequence, 2, "never redelivered");
+    assert_eq!(count(&js, "OUT").await, 2);
 }
 
 /// With no dead-letter subject and `drop_after_max_attempts`, an undeliverable message is terminated without a copy.

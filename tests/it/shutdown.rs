@@ -9,13 +9,7 @@ async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
     let (server, js) = bed().await;
     const N: u64 = 40;
     for _ in 0..N {
-        publish(
-            &js,
-            "in.a",
-            b"x",
-            &[("behave", "sleep:100"), ("publish-to", "out.done")],
-        )
-        .await;
+        publish_done(&js, "sleep:100").await;
     }
     let host = Host::start(behave_config(&server, "concurrency = 4\nack_wait = \"5m\""));
     eventually("deliveries are in flight", || async {
@@ -33,17 +27,36 @@ async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
     assert_eq!(count(&js, "OUT").await, N);
 }
 
+/// Messages pulled ahead and still waiting for a free slot are not started
+/// after shutdown begins: they are handed back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_messages_waiting_in_line() {
+    let (server, js) = bed().await;
+    const N: u64 = 5;
+    for _ in 0..N {
+        publish_done(&js, "sleep:2000").await;
+    }
+    let settings = "concurrency = 1\nprefetch = 4\nack_wait = \"5m\"";
+    let host = Host::start(behave_config(&server, settings));
+    eventually("one running and four waiting", || async {
+        matches!(consumer_counts(&js, "IN", "test").await, Some((0, 5)))
+    })
+    .await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, 1, "only the running one finished");
+
+    // With ack_wait at 5 minutes, the rest can only be processed now if it was handed back.
+    let host = Host::start(behave_config(&server, settings));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, N);
+}
+
 /// A delivery that outlives the drain timeout is nak'd, not left to ack_wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_naks_what_is_still_running() {
     let (server, js) = bed().await;
-    publish(
-        &js,
-        "in.a",
-        b"x",
-        &[("behave", "sleep:20000"), ("publish-to", "out.done")],
-    )
-    .await;
+    publish_done(&js, "sleep:20000").await;
     let mut config = behave_config(&server, "timeout = \"60s\"\nack_wait = \"5m\"");
     config.runtime.drain_timeout = std::time::Duration::from_millis(200);
     let host = Host::start(config);
@@ -84,13 +97,7 @@ async fn sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &behave_config_text(&server.url(), ""));
     let host = Binary::spawn(&["run", "-c", config.to_str().unwrap()], &[]);
-    publish(
-        &js,
-        "in.a",
-        b"x",
-        &[("behave", "ok"), ("publish-to", "out.done")],
-    )
-    .await;
+    publish_done(&js, "ok").await;
     wait_count(&js, "OUT", 1).await;
     host.signal("TERM");
     assert_eq!(host.wait().await, Some(0));

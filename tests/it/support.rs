@@ -223,6 +223,18 @@ pub async fn publish_behave(js: &jetstream::Context, subject: &str, behave: &str
     publish(js, subject, behave.as_bytes(), &[("behave", behave)]).await;
 }
 
+/// Publishes one message that behaves as told and, on each attempt, also
+/// publishes to `out.done`, so successful deliveries can be counted in `OUT`.
+pub async fn publish_done(js: &jetstream::Context, behave: &str) {
+    publish(
+        js,
+        "in.a",
+        b"x",
+        &[("behave", behave), ("publish-to", "out.done")],
+    )
+    .await;
+}
+
 /// Polls broker state until `check` holds; broker state changes have no
 /// event to await from outside the host.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
