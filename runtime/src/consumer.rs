@@ -214,11 +214,14 @@ pub async fn run(
                             let _held = slot;
                             // Waiting in line: kept alive, and handed back at
                             // once if the host stops before its turn comes.
-                            let _turn = tokio::select! {
-                                turn = d.keep_alive(&msg, running.acquire_owned()) => {
-                                    turn.expect("semaphore is never closed")
-                                }
-                                _ = stop.cancelled() => return hand_back(&msg).await,
+                            let _turn = match running.clone().try_acquire_owned() {
+                                Ok(turn) => turn,
+                                Err(_) => tokio::select! {
+                                    turn = d.keep_alive(&msg, running.acquire_owned()) => {
+                                        turn.expect("semaphore is never closed")
+                                    }
+                                    _ = stop.cancelled() => return hand_back(&msg).await,
+                                },
                             };
                             tokio::select! {
                                 settled = d.deliver(&msg) => settled,

@@ -121,6 +121,9 @@ impl Dispatcher {
         let every = self.config.ack_wait / 3;
         loop {
             tokio::select! {
+                // Work first: a delivery that finishes on its first poll never
+                // registers the timer.
+                biased;
                 done = &mut work => return done,
                 _ = tokio::time::sleep(every) => {
                     if let Err(e) = msg.ack_with(AckKind::Progress).await {

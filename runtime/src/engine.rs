@@ -155,7 +155,7 @@ impl Drop for EpochTicker {
 }
 
 /// Builds the linker every handler shares: WASI p2 (without preopens,
-/// sockets, environment or arguments, which `StoreState::new` never grants)
+/// sockets, environment or arguments, which `sandboxed_wasi` never grants)
 /// and the `wharf:handler/host` imports.
 pub fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
@@ -279,7 +279,8 @@ impl ResourceLimiter for Limits {
 
 /// Everything one delivery's Store owns. Created fresh for each delivery.
 pub struct StoreState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call; many handlers never make one.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub limits: Limits,
     pub outbox: Outbox,
@@ -295,28 +296,33 @@ pub struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| sandboxed_wasi(output)),
             table: &mut self.table,
         }
     }
+}
+
+/// The WASI context a guest gets: its stdout and stderr captured, no
+/// preopened directories, no environment, no arguments, and a socket policy
+/// that denies every address.
+fn sandboxed_wasi(output: &CapturedOutput) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(output.stream(Stream::Stdout))
+        .stderr(output.stream(Stream::Stderr))
+        .allow_ip_name_lookup(false)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .build()
 }
 
 impl StoreState {
     fn new(host: Arc<crate::host::HostContext>) -> StoreState {
         let handler = host.handler.clone();
         let output = CapturedOutput::new(handler.max_output_bytes as usize);
-        // No preopened directories, no environment, no arguments, and the
-        // default socket policy denies every address.
-        let wasi = WasiCtx::builder()
-            .stdout(output.stream(Stream::Stdout))
-            .stderr(output.stream(Stream::Stderr))
-            .allow_ip_name_lookup(false)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
         StoreState {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limits: Limits {
                 memory: handler.memory as usize,
