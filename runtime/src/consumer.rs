@@ -10,8 +10,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::HandlerConfig;
@@ -148,7 +148,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
     let running = Arc::new(Semaphore::new(handler.concurrency));
     let abort = CancellationToken::new();
-    let mut tasks: JoinSet<Settled> = JoinSet::new();
+    let tasks = TaskTracker::new();
     let mut retry_delay = Duration::from_millis(100);
 
     'pull: while !stop.is_cancelled() {
@@ -166,7 +166,6 @@ pub async fn run(
         retry_delay = Duration::from_millis(100);
         let mut failures_in_a_row = 0u32;
         loop {
-            while tasks.try_join_next().is_some() {}
             // Reserve every free place (at least one) and pull exactly that
             // many, so nothing is held beyond the bound.
             let first = tokio::select! {
@@ -251,14 +250,12 @@ pub async fn run(
     if in_flight > 0 {
         info!(handler = %handler.name, in_flight, "draining in-flight deliveries");
     }
-    let drained = tokio::time::timeout(drain_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    tasks.close();
+    let drained = tokio::time::timeout(drain_timeout, tasks.wait()).await;
     if drained.is_err() {
         warn!(handler = %handler.name, remaining = tasks.len(), "drain timeout; handing the rest back");
         abort.cancel();
-        while tasks.join_next().await.is_some() {}
+        tasks.wait().await;
     }
     Ok(())
 }
