@@ -2,6 +2,7 @@
 //! verifying it), pulls no more than the handler can run at once plus its
 //! bounded `prefetch` line, and hands each message to the dispatcher.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::{Context as _, bail};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -146,9 +147,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let handler = dispatcher.config.clone();
     let slots = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
-    let running = Arc::new(Semaphore::new(handler.concurrency));
     let abort = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let (to_line, line) = mpsc::unbounded_channel();
+    let starter = tokio::spawn(start_in_order(
+        dispatcher.clone(),
+        line,
+        tasks.clone(),
+        stop.clone(),
+        abort.clone(),
+    ));
     let mut retry_delay = Duration::from_millis(100);
 
     'pull: while !stop.is_cancelled() {
@@ -205,29 +213,8 @@ pub async fn run(
                         let slot = reserved
                             .pop()
                             .expect("the pull asked for no more than the free slots");
-                        let d = dispatcher.clone();
-                        let abort = abort.clone();
-                        let stop = stop.clone();
-                        let running = running.clone();
-                        tasks.spawn(async move {
-                            let _held = slot;
-                            // Waiting in line: kept alive, and handed back at
-                            // once if the host stops before its turn comes.
-                            let _turn = match running.clone().try_acquire_owned() {
-                                Ok(turn) => turn,
-                                Err(_) => tokio::select! {
-                                    turn = d.keep_alive(&msg, running.acquire_owned()) => {
-                                        turn.expect("semaphore is never closed")
-                                    }
-                                    _ = stop.cancelled() => return hand_back(&msg).await,
-                                },
-                            };
-                            tokio::select! {
-                                settled = d.deliver(&msg) => settled,
-                                // Drain timeout: hand the message back at once.
-                                _ = abort.cancelled() => hand_back(&msg).await,
-                            }
-                        });
+                        // The line is only closed after this loop ends.
+                        let _ = to_line.send(Waiting { msg, _held: slot });
                     }
                     Err(e) => {
                         failures_in_a_row += 1;
@@ -246,6 +233,8 @@ pub async fn run(
         }
     }
 
+    drop(to_line);
+    let _ = starter.await;
     let in_flight = tasks.len();
     if in_flight > 0 {
         info!(handler = %handler.name, in_flight, "draining in-flight deliveries");
@@ -258,6 +247,68 @@ pub async fn run(
         tasks.wait().await;
     }
     Ok(())
+}
+
+/// A pulled message waiting for a free slot, holding its place in the bound.
+struct Waiting {
+    msg: jetstream::Message,
+    _held: OwnedSemaphorePermit,
+}
+
+/// Starts deliveries in the order their messages arrived, each as soon as
+/// one of the handler's `concurrency` slots is free. Messages waiting in line
+/// get in-progress acks like running ones, so their `ack_wait` does not run
+/// out while they wait. When `stop` fires, everything waiting, and whatever
+/// still joins the line, is handed back at once instead of started.
+async fn start_in_order(
+    dispatcher: Arc<Dispatcher>,
+    mut line: mpsc::UnboundedReceiver<Waiting>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let running = Arc::new(Semaphore::new(dispatcher.config.concurrency));
+    let every = dispatcher.config.ack_wait / 3;
+    let mut pulse = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            turn = running.clone().acquire_owned(), if !waiting.is_empty() => {
+                let turn = turn.expect("semaphore is never closed");
+                let next = waiting.pop_front().expect("the line is not empty");
+                let d = dispatcher.clone();
+                let abort = abort.clone();
+                tasks.spawn(async move {
+                    let (_turn, _held) = (turn, next._held);
+                    tokio::select! {
+                        settled = d.deliver(&next.msg) => settled,
+                        // Drain timeout: hand the message back at once.
+                        _ = abort.cancelled() => hand_back(&next.msg).await,
+                    }
+                });
+            }
+            joined = line.recv() => match joined {
+                Some(w) => waiting.push_back(w),
+                None => break,
+            },
+            _ = pulse.tick(), if !waiting.is_empty() => {
+                for w in &waiting {
+                    if let Err(e) = w.msg.ack_with(AckKind::Progress).await {
+                        debug!(error = %e, "in-progress ack failed");
+                    }
+                }
+            }
+        }
+    }
+    for w in waiting {
+        hand_back(&w.msg).await;
+    }
+    while let Some(w) = line.recv().await {
+        hand_back(&w.msg).await;
+    }
 }
 
 /// Naks without delay, so another host can take the message at once.

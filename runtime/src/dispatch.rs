@@ -116,7 +116,7 @@ impl Dispatcher {
 
     /// Runs `work`, sending in-progress acks every third of `ack_wait` while
     /// it lasts, so the broker does not redeliver the message meanwhile.
-    pub async fn keep_alive<F: Future>(&self, msg: &jetstream::Message, work: F) -> F::Output {
+    async fn keep_alive<F: Future>(&self, msg: &jetstream::Message, work: F) -> F::Output {
         tokio::pin!(work);
         let every = self.config.ack_wait / 3;
         loop {

@@ -194,6 +194,31 @@ async fn every_delivery_gets_a_fresh_instance() {
     );
 }
 
+/// With one delivery at a time, messages pulled ahead still start in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_keeps_stream_order_with_prefetch() {
+    let (server, js) = bed().await;
+    let sent: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    for payload in &sent {
+        publish(
+            &js,
+            "in.a",
+            payload.as_bytes(),
+            &[("behave", "ok"), ("publish-to", "out.done")],
+        )
+        .await;
+    }
+    let host = Host::start(behave_config(&server, "concurrency = 1\nprefetch = 4"));
+    wait_count(&js, "OUT", sent.len() as u64).await;
+    host.stop().await.unwrap();
+    let seen: Vec<String> = messages(&js, "OUT")
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(seen, sent);
+}
+
 /// The handler's `[handler.config]` values are readable by the guest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_values_reach_the_guest() {
