@@ -45,20 +45,29 @@ fn max_ack_pending(handler: &HandlerConfig) -> i64 {
     ((handler.concurrency + handler.prefetch) as i64 * 16).max(1000)
 }
 
+/// The handler's stream, or an error that names the handler and says how to
+/// get the stream.
+pub async fn handler_stream(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+) -> anyhow::Result<jetstream::stream::Stream> {
+    js.get_stream(&handler.stream).await.map_err(|e| {
+        anyhow::anyhow!(
+            "handler \"{}\": field `stream`: stream \"{}\" is not available ({e}); create it, \
+             or declare it in [[stream]] and use `wharf dev`",
+            handler.name,
+            handler.stream
+        )
+    })
+}
+
 /// Creates the durable consumer, or checks that an existing one has the
 /// settings Wharf relies on and says exactly what differs.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     handler: &HandlerConfig,
 ) -> anyhow::Result<PullConsumer> {
-    let stream = js.get_stream(&handler.stream).await.map_err(|e| {
-        anyhow::anyhow!(
-            "handler \"{}\": stream \"{}\" is not available ({e}); create it, \
-             or declare it in [[stream]] and use `wharf dev`",
-            handler.name,
-            handler.stream
-        )
-    })?;
+    let stream = handler_stream(js, handler).await?;
     let desired = desired_consumer(handler);
     let consumer: PullConsumer = match stream.consumer_info(&handler.consumer).await {
         Ok(existing) => {

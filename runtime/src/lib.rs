@@ -71,13 +71,7 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
     let client = connect::connect(&config.nats, "wharf-check").await?;
     let js = jetstream::new(client);
     for handler in &config.handlers {
-        js.get_stream(&handler.stream).await.map_err(|e| {
-            anyhow::anyhow!(
-                "handler \"{}\": field `stream`: stream \"{}\" is not available ({e})",
-                handler.name,
-                handler.stream
-            )
-        })?;
+        consumer::handler_stream(&js, handler).await?;
         verify_subjects(&js, handler).await?;
     }
     Ok(())
