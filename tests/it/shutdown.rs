@@ -36,7 +36,8 @@ async fn shutdown_hands_back_messages_waiting_in_line() {
     for _ in 0..N {
         publish_done(&js, "sleep:2000").await;
     }
-    let settings = "concurrency = 1\nprefetch = 4\nack_wait = \"5m\"";
+    // The timeout is far above the sleep, so no attempt can time out.
+    let settings = "concurrency = 1\nprefetch = 4\nack_wait = \"5m\"\ntimeout = \"60s\"";
     let host = Host::start(behave_config(&server, settings));
     eventually("one running and four waiting", || async {
         matches!(consumer_counts(&js, "IN", "test").await, Some((0, 5)))
@@ -49,6 +50,7 @@ async fn shutdown_hands_back_messages_waiting_in_line() {
     let host = Host::start(behave_config(&server, settings));
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
+    assert_eq!(count(&js, "DLQ").await, 0, "nothing was dead-lettered");
     assert_eq!(count(&js, "OUT").await, N);
 }
 
