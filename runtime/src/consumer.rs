@@ -3,14 +3,15 @@
 //! bounded `prefetch` line, and hands each message to the dispatcher.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -157,14 +158,22 @@ pub async fn run(
     let handler = dispatcher.config.clone();
     let slots = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
     let abort = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let (to_line, line) = mpsc::unbounded_channel();
-    let starter = tokio::spawn(start_in_order(
-        dispatcher.clone(),
-        line,
-        tasks.clone(),
+    let line = Arc::new(Line::default());
+    // One long-lived task per slot, instead of a task per delivery: spawning
+    // one cost about a tenth of the host's CPU per message (BENCHMARKS.md).
+    let workers = TaskTracker::new();
+    for _ in 0..handler.concurrency {
+        workers.spawn(work(
+            dispatcher.clone(),
+            line.clone(),
+            stop.clone(),
+            abort.clone(),
+        ));
+    }
+    workers.spawn(keep_waiting_alive(
+        line.clone(),
+        handler.ack_wait / 3,
         stop.clone(),
-        abort.clone(),
     ));
     let mut retry_delay = Duration::from_millis(100);
 
@@ -215,15 +224,14 @@ pub async fn run(
             while let Some(next) = batch.next().await {
                 match next {
                     Ok(msg) if stop.is_cancelled() => {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        hand_back(&msg).await;
                     }
                     Ok(msg) => {
                         failures_in_a_row = 0;
                         let slot = reserved
                             .pop()
                             .expect("the pull asked for no more than the free slots");
-                        // The line is only closed after this loop ends.
-                        let _ = to_line.send(Waiting { msg, _held: slot });
+                        line.join(Waiting { msg, _held: slot });
                     }
                     Err(e) => {
                         failures_in_a_row += 1;
@@ -242,18 +250,21 @@ pub async fn run(
         }
     }
 
-    drop(to_line);
-    let _ = starter.await;
-    let in_flight = tasks.len();
+    // Workers take nothing new once `stop` has fired: what still waits in
+    // line is handed back now, before the running deliveries are drained.
+    for w in line.take_all() {
+        hand_back(&w.msg).await;
+    }
+    let in_flight = line.running.load(Ordering::Relaxed);
     if in_flight > 0 {
         info!(handler = %handler.name, in_flight, "draining in-flight deliveries");
     }
-    tasks.close();
-    let drained = tokio::time::timeout(drain_timeout, tasks.wait()).await;
+    workers.close();
+    let drained = tokio::time::timeout(drain_timeout, workers.wait()).await;
     if drained.is_err() {
-        warn!(handler = %handler.name, remaining = tasks.len(), "drain timeout; handing the rest back");
+        warn!(handler = %handler.name, remaining = line.running.load(Ordering::Relaxed), "drain timeout; handing the rest back");
         abort.cancel();
-        tasks.wait().await;
+        workers.wait().await;
     }
     Ok(())
 }
@@ -264,59 +275,87 @@ struct Waiting {
     _held: OwnedSemaphorePermit,
 }
 
-/// Starts deliveries in the order their messages arrived, each as soon as
-/// one of the handler's `concurrency` slots is free. Messages waiting in line
-/// get in-progress acks like running ones, so their `ack_wait` does not run
-/// out while they wait. When `stop` fires, everything waiting, and whatever
-/// still joins the line, is handed back at once instead of started.
-async fn start_in_order(
+/// Messages pulled ahead, oldest first, and a permit for each, so that the
+/// workers take them in arrival order (tokio's semaphore is fair).
+struct Line {
+    waiting: Mutex<VecDeque<Waiting>>,
+    ready: Semaphore,
+    /// Deliveries running now, for the shutdown log.
+    running: AtomicUsize,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            waiting: Mutex::default(),
+            ready: Semaphore::new(0),
+            running: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Line {
+    fn join(&self, w: Waiting) {
+        self.lock().push_back(w);
+        self.ready.add_permits(1);
+    }
+
+    fn take_all(&self) -> VecDeque<Waiting> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One of the handler's `concurrency` slots: runs the oldest waiting message,
+/// then the next, until `stop` fires. On `abort` (the drain timeout) the
+/// running delivery is dropped and its message handed back.
+async fn work(
     dispatcher: Arc<Dispatcher>,
-    mut line: mpsc::UnboundedReceiver<Waiting>,
-    tasks: TaskTracker,
+    line: Arc<Line>,
     stop: CancellationToken,
     abort: CancellationToken,
 ) {
-    let running = Arc::new(Semaphore::new(dispatcher.config.concurrency));
-    let every = dispatcher.config.ack_wait / 3;
-    let mut pulse = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut waiting: VecDeque<Waiting> = VecDeque::new();
     loop {
-        tokio::select! {
+        let ready = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            turn = running.clone().acquire_owned(), if !waiting.is_empty() => {
-                let turn = turn.expect("semaphore is never closed");
-                let next = waiting.pop_front().expect("the line is not empty");
-                let d = dispatcher.clone();
-                let abort = abort.clone();
-                tasks.spawn(async move {
-                    let (_turn, _held) = (turn, next._held);
-                    tokio::select! {
-                        settled = d.deliver(&next.msg) => settled,
-                        // Drain timeout: hand the message back at once.
-                        _ = abort.cancelled() => hand_back(&next.msg).await,
-                    }
-                });
-            }
-            joined = line.recv() => match joined {
-                Some(w) => waiting.push_back(w),
-                None => break,
-            },
-            _ = pulse.tick(), if !waiting.is_empty() => {
-                for w in &waiting {
-                    if let Err(e) = w.msg.ack_with(AckKind::Progress).await {
-                        debug!(error = %e, "in-progress ack failed");
-                    }
-                }
+            _ = stop.cancelled() => return,
+            ready = line.ready.acquire() => ready.expect("semaphore is never closed"),
+        };
+        ready.forget();
+        // Empty only if shutdown took the line meanwhile.
+        let Some(next) = line.lock().pop_front() else {
+            continue;
+        };
+        line.running.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = dispatcher.deliver(&next.msg) => {}
+            _ = abort.cancelled() => {
+                hand_back(&next.msg).await;
             }
         }
+        line.running.fetch_sub(1, Ordering::Relaxed);
     }
-    for w in waiting {
-        hand_back(&w.msg).await;
-    }
-    while let Some(w) = line.recv().await {
-        hand_back(&w.msg).await;
+}
+
+/// Sends in-progress acks for the messages waiting in line, like those a
+/// running delivery gets, so their `ack_wait` does not run out while they wait.
+async fn keep_waiting_alive(line: Arc<Line>, every: Duration, stop: CancellationToken) {
+    let mut pulse = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = pulse.tick() => {}
+        }
+        let waiting: Vec<jetstream::Message> = line.lock().iter().map(|w| w.msg.clone()).collect();
+        for msg in waiting {
+            if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                debug!(error = %e, "in-progress ack failed");
+            }
+        }
     }
 }
 
