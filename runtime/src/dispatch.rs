@@ -62,7 +62,7 @@ impl Dispatcher {
         let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
         let source = Source {
             stream: info.stream.to_string(),
-            subject: msg.subject.to_string(),
+            subject: msg.subject.as_str().to_owned(),
             stream_sequence: info.stream_sequence,
             traceparent: msg
                 .headers
