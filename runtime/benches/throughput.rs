@@ -30,7 +30,12 @@ const CONCURRENCY: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Guest {
+    /// The SDK's minimal handler.
     Noop,
+    /// The same without the SDK or Rust's standard library: a component
+    /// that imports nothing, to show what the standard library's WASI
+    /// imports cost per instance.
+    NoopNoStd,
     Json,
 }
 
@@ -38,6 +43,7 @@ impl Guest {
     fn wasm(self) -> &'static str {
         match self {
             Guest::Noop => "noop",
+            Guest::NoopNoStd => "noop-no-std",
             Guest::Json => "json-republish",
         }
     }
@@ -118,6 +124,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         (Guest::Json, 128, false),
         (Guest::Json, 4096, false),
         (Guest::Noop, 128, true),
+        (Guest::NoopNoStd, 128, false),
     ]
     .into_iter()
     .map(|(guest, payload, double_ack)| Scenario {
@@ -210,13 +217,18 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         }));
     }
 
-    let per_delivery = per_delivery_cost(if quick { 2_000 } else { 10_000 }).await?;
-    println!(
-        "per delivery without NATS (noop guest): instantiate {:.1} µs, call {:.1} µs, total {:.1} µs",
-        per_delivery.0,
-        per_delivery.1,
-        per_delivery.0 + per_delivery.1
-    );
+    let iterations = if quick { 2_000 } else { 10_000 };
+    let per_delivery = per_delivery_cost(Guest::Noop, iterations).await?;
+    let per_delivery_no_std = per_delivery_cost(Guest::NoopNoStd, iterations).await?;
+    for (guest, (instantiate, call)) in [
+        ("noop guest", per_delivery),
+        ("noop guest without std", per_delivery_no_std),
+    ] {
+        println!(
+            "per delivery without NATS ({guest}): instantiate {instantiate:.1} µs, call {call:.1} µs, total {:.1} µs",
+            instantiate + call
+        );
+    }
     run_id += 1;
     let in_flight_rss = rss_with_in_flight(&server, &js, 1000, run_id).await?;
     println!(
@@ -234,6 +246,8 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "scenarios": report,
             "instantiate_us": per_delivery.0,
             "call_us": per_delivery.1,
+            "instantiate_no_std_us": per_delivery_no_std.0,
+            "call_no_std_us": per_delivery_no_std.1,
             "rss_1000_in_flight_kib": in_flight_rss,
         })
     );
@@ -650,14 +664,14 @@ async fn paced_latency(
     ))
 }
 
-/// Host-side work per delivery without NATS: a fresh Store, instantiation and the call, for the noop guest.
-async fn per_delivery_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
+/// Host-side work per delivery without NATS: a fresh Store, instantiation and the call, for one guest.
+async fn per_delivery_cost(guest: Guest, iterations: u32) -> anyhow::Result<(f64, f64)> {
     use wharf::bindings::{Delivery, Message};
     let server_less = Config::parse(
         Path::new("bench.toml"),
         &format!(
             "[[handler]]\nname = \"bench\"\ncomponent = \"{}\"\nstream = \"S\"\ndrop_after_max_attempts = true\n",
-            support::wasm("noop").display()
+            support::wasm(guest.wasm()).display()
         ),
     )?;
     let handler = Arc::new(server_less.handlers[0].clone());
