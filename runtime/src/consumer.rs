@@ -3,6 +3,7 @@
 //! bounded `prefetch` line, and hands each message to the dispatcher.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,11 +11,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::HandlerConfig;
 use crate::dispatch::{Dispatcher, Settled};
@@ -330,8 +331,13 @@ async fn work(
             continue;
         };
         line.running.fetch_add(1, Ordering::Relaxed);
+        // A bug that panics while one message is handled costs that message
+        // an `ack_wait`, not the handler one of its slots.
+        let delivery = AssertUnwindSafe(dispatcher.deliver(&next.msg)).catch_unwind();
         tokio::select! {
-            _ = dispatcher.deliver(&next.msg) => {}
+            done = delivery => if done.is_err() {
+                error!(handler = %dispatcher.config.name, "delivery panicked; ack_wait will redeliver the message");
+            },
             _ = abort.cancelled() => {
                 hand_back(&next.msg).await;
             }
