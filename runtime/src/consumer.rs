@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::HandlerConfig;
-use crate::dispatch::{Dispatcher, Settled};
+use crate::dispatch::Dispatcher;
 
 /// How long one pull request waits for messages. It bounds how long an idle
 /// handler takes to notice shutdown, at the cost of one request per period.
@@ -365,11 +365,11 @@ async fn keep_waiting_alive(line: Arc<Line>, every: Duration, stop: Cancellation
     }
 }
 
-/// Naks without delay, so another host can take the message at once.
-async fn hand_back(msg: &jetstream::Message) -> Settled {
-    match msg.ack_with(AckKind::Nak(None)).await {
-        Ok(()) => Settled::Naked,
-        Err(_) => Settled::Abandoned,
+/// Naks without delay, so another host can take the message at once; if the
+/// nak is lost, `ack_wait` redelivers it.
+async fn hand_back(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+        debug!(error = %e, "handing a message back failed; ack_wait will redeliver it");
     }
 }
 
