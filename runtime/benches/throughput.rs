@@ -32,7 +32,7 @@ const CONCURRENCY: usize = 64;
 enum Guest {
     /// The SDK's minimal handler.
     Noop,
-    /// The same without the SDK or Rust's standard library: a component
+    /// The same on the SDK without Rust's standard library: a component
     /// that imports nothing, to show what the standard library's WASI
     /// imports cost per instance.
     NoopNoStd,

@@ -10,5 +10,6 @@ mod dlq;
 mod errors;
 mod example;
 mod hostile;
+mod no_std;
 mod outputs;
 mod shutdown;

@@ -23,28 +23,44 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The guests on the SDK without std.
+const NO_STD_GUESTS: [&str; 2] = ["noop-no-std", "heap-no-std"];
+
 /// Builds every guest crate once per test process and returns the directory
 /// holding the `.wasm` files.
+///
+/// The guests built without std go on their own: Cargo unifies features
+/// across the packages of one build, which would give them the SDK with std.
 pub fn guests() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = root().join("guests");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&dir)
-            .args(["build", "--release", "--quiet"]);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
-                cmd.env_remove(key);
+        let with_std = std::iter::once("--workspace")
+            .chain(NO_STD_GUESTS.iter().flat_map(|p| ["--exclude", p]))
+            .collect::<Vec<_>>();
+        let no_std = NO_STD_GUESTS
+            .iter()
+            .flat_map(|p| ["-p", p])
+            .collect::<Vec<_>>();
+        for packages in [with_std, no_std] {
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(&dir)
+                .args(["build", "--release", "--quiet"])
+                .args(packages);
+            for (key, _) in std::env::vars() {
+                if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+                    cmd.env_remove(key);
+                }
             }
+            let status = cmd
+                .status()
+                .expect("running cargo to build the guest components");
+            assert!(
+                status.success(),
+                "building guests/ for wasm32-wasip2 failed; is the target installed? \
+                 (rustup target add wasm32-wasip2)"
+            );
         }
-        let status = cmd
-            .status()
-            .expect("running cargo to build the guest components");
-        assert!(
-            status.success(),
-            "building guests/ for wasm32-wasip2 failed; is the target installed? \
-             (rustup target add wasm32-wasip2)"
-        );
         dir.join("target/wasm32-wasip2/release")
     })
 }

@@ -20,10 +20,45 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and point a
 //! `[[handler]]` entry of `wharf.toml` at the `.wasm` file.
+//!
+//! # Without the standard library
+//!
+//! With `default-features = false` (and without the `std` feature) the SDK is
+//! `#![no_std]`: a handler crate that is `#![no_std]` too, and depends on
+//! nothing that needs std, compiles to a component that imports nothing from
+//! WASI. Such a component starts in less than half the time, which is most of
+//! what a delivery costs when every delivery gets a fresh instance (see
+//! `BENCHMARKS.md`). [`handler!`] then also installs the SDK's allocator and a
+//! panic handler. The trade-offs:
+//!
+//! - a panic traps without its message, so the dead-letter reason says only
+//!   that the handler trapped: log what went wrong before you give up;
+//! - `format!`, `String` and `Vec` come from `alloc`
+//!   (`extern crate alloc;`), and [`Message::published_at`] is
+//!   [`Message::published_at_nanos`];
+//! - the `json` feature still works, through `serde_json` without std.
+//!
+//! ```toml
+//! [dependencies]
+//! wharf-guest = { path = "/path/to/wharf/guests/sdk", default-features = false }
+//! ```
 #![deny(missing_docs)]
+#![cfg_attr(not(feature = "std"), no_std)]
 
-use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+extern crate alloc;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use alloc::{format, vec};
+use core::fmt;
+use core::time::Duration;
+#[cfg(feature = "std")]
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+mod heap;
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+mod libc;
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // Generated code.
@@ -48,7 +83,7 @@ use __bindings::wharf::handler::{host, types};
 ///     Ok(())
 /// }
 /// ```
-pub type Result<T = (), E = Error> = std::result::Result<T, E>;
+pub type Result<T = (), E = Error> = core::result::Result<T, E>;
 
 /// Why a handler did not succeed: transient ([`Error::retry`]) or permanent ([`Error::reject`]).
 ///
@@ -130,7 +165,7 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 /// Why [`publish`] refused a message. Converting it into an [`Error`] (with `?`)
 /// rejects the delivery, since retrying would meet the same refusal.
@@ -163,7 +198,7 @@ impl fmt::Display for PublishError {
     }
 }
 
-impl std::error::Error for PublishError {}
+impl core::error::Error for PublishError {}
 
 impl From<PublishError> for Error {
     fn from(e: PublishError) -> Error {
@@ -279,7 +314,7 @@ impl Message {
     /// assert!(wharf_guest::Message::for_test("a", &[0xff]).text().is_err());
     /// ```
     pub fn text(&self) -> Result<&str> {
-        std::str::from_utf8(&self.inner.payload)
+        core::str::from_utf8(&self.inner.payload)
             .map_err(|e| Error::reject(format!("payload is not UTF-8: {e}")))
     }
 
@@ -433,8 +468,22 @@ impl Message {
     /// let msg = wharf_guest::Message::for_test("a", b"");
     /// assert_eq!(msg.published_at(), std::time::UNIX_EPOCH);
     /// ```
+    #[cfg(feature = "std")]
     pub fn published_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.inner.delivery.published_at_nanos)
+    }
+
+    /// When the server stored the message, in nanoseconds since the Unix
+    /// epoch (what [`Message::published_at`] is built from, also without std).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let msg = wharf_guest::Message::for_test("a", b"");
+    /// assert_eq!(msg.published_at_nanos(), 0);
+    /// ```
+    pub fn published_at_nanos(&self) -> u64 {
+        self.inner.delivery.published_at_nanos
     }
 }
 
@@ -592,7 +641,7 @@ pub mod log {
 /// ```
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::info(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::info($crate::__private::format!($($arg)*)) };
 }
 
 /// Logs a formatted line at warn level.
@@ -604,7 +653,7 @@ macro_rules! info {
 /// ```
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::warn(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::warn($crate::__private::format!($($arg)*)) };
 }
 
 /// Logs a formatted line at error level.
@@ -616,7 +665,7 @@ macro_rules! warn {
 /// ```
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)*) => { $crate::log::error(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::error($crate::__private::format!($($arg)*)) };
 }
 
 /// Logs a formatted line at debug level.
@@ -628,17 +677,21 @@ macro_rules! error {
 /// ```
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)*) => { $crate::log::debug(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::log::debug($crate::__private::format!($($arg)*)) };
 }
 
 #[doc(hidden)]
 pub mod __private {
     use super::{Error, Message, Result, types};
 
+    #[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+    pub use super::heap::Heap;
+    pub use alloc::format;
+
     pub fn call(
         msg: types::Message,
         f: fn(Message) -> Result,
-    ) -> std::result::Result<(), types::HandlerError> {
+    ) -> core::result::Result<(), types::HandlerError> {
         f(Message { inner: msg }).map_err(|e| match e {
             Error::Retry(d) => types::HandlerError::Retry(
                 d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -660,8 +713,39 @@ pub mod __private {
 ///
 /// wharf_guest::handler!(handle);
 /// ```
+#[cfg(feature = "std")]
 #[macro_export]
 macro_rules! handler {
+    ($f:path) => {
+        $crate::__export_handler!($f);
+    };
+}
+
+/// Exports a `fn(Message) -> Result` as the component's handler, and installs
+/// the SDK's allocator and a panic handler that traps: what a handler built
+/// without std needs (see the crate's documentation).
+#[cfg(not(feature = "std"))]
+#[macro_export]
+macro_rules! handler {
+    ($f:path) => {
+        $crate::__export_handler!($f);
+
+        // Left out of test builds, which link std and its own.
+        #[cfg(all(not(test), target_arch = "wasm32"))]
+        #[global_allocator]
+        static __WHARF_HEAP: $crate::__private::Heap = $crate::__private::Heap;
+
+        #[cfg(all(not(test), target_arch = "wasm32"))]
+        #[panic_handler]
+        fn __wharf_panic(_: &::core::panic::PanicInfo<'_>) -> ! {
+            ::core::arch::wasm32::unreachable()
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_handler {
     ($f:path) => {
         struct __WharfHandler;
 
