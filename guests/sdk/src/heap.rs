@@ -8,10 +8,10 @@
 //! per delivery is dearer than everything else the allocator does.
 //!
 //! A freed block serves the next allocation of its class, so an instance that
-//! serves many deliveries (`isolation = "reuse"`) stays at the size its
-//! largest delivery needed. The price of no headers and constant time: a block
-//! can be up to twice the size asked for, and memory given to one class is not
-//! given back to another.
+//! serves many deliveries (`isolation = "reuse"`) stops growing once each
+//! class holds as many blocks as one delivery needs at a time. The price of
+//! no headers and constant time: a block can be up to twice the size asked
+//! for, and memory given to one class is not given back to another.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
