@@ -5,8 +5,9 @@
 //!
 //! Per scenario it reports messages/s for both and their ratio, p50/p99
 //! publish-to-ack latency (from a paced phase, observed on the `$JS.ACK`
-//! subjects, identically for both), host CPU-µs per message and peak RSS;
-//! medians over the rounds, with min–max. It also times the per-delivery
+//! subjects, identically for both), CPU-µs per message of the host and of
+//! nats-server (the two share the machine's cores) and peak RSS; medians
+//! over the rounds, with min–max. It also times the per-delivery
 //! host work without NATS (instantiate, call) and measures peak RSS with
 //! 1,000 deliveries in flight. The last line is one JSON object.
 
@@ -61,6 +62,8 @@ struct Scenario {
 struct Run {
     msgs_per_sec: f64,
     cpu_us_per_msg: f64,
+    /// nats-server's CPU over the same window, per message.
+    server_cpu_us_per_msg: f64,
     peak_rss_kib: u64,
 }
 
@@ -189,18 +192,29 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "{:<26} native {:>7.0} msg/s [{:.0}–{:.0}]  wharf {:>7.0} [{:.0}–{:.0}] ratio {:.2}  wharf reuse {:>7.0} [{:.0}–{:.0}] ratio {:.2}",
             scenario.name, n.0, n.1, n.2, w.0, w.1, w.2, ratio, r.0, r.1, r.2, reuse_ratio
         );
+        let cpu = |runs: &[Run]| median(runs.iter().map(|r| r.cpu_us_per_msg).collect());
+        let server_cpu =
+            |runs: &[Run]| median(runs.iter().map(|r| r.server_cpu_us_per_msg).collect());
+        let peak = |runs: &[Run]| runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
         println!(
-            "{:<26} p50/p99 publish→ack: native {:.2}/{:.2} ms  wharf {:.2}/{:.2} ms;  CPU µs/msg: native {:.1}  wharf {:.1}  reuse {:.1};  peak RSS MiB: native {:.0}  wharf {:.0}",
+            "{:<26} p50/p99 publish→ack: native {:.2}/{:.2} ms  wharf {:.2}/{:.2} ms;  peak RSS MiB: native {:.0}  wharf {:.0}",
             "",
             native_lat.0,
             native_lat.1,
             wharf_lat.0,
             wharf_lat.1,
-            median(native.iter().map(|r| r.cpu_us_per_msg).collect()),
-            median(wharf_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
-            median(reuse_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
-            native.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
-            wharf_runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+            peak(&native) as f64 / 1024.0,
+            peak(&wharf_runs) as f64 / 1024.0,
+        );
+        println!(
+            "{:<26} CPU µs/msg, host + nats-server: native {:.1} + {:.1}  wharf {:.1} + {:.1}  reuse {:.1} + {:.1}",
+            "",
+            cpu(&native),
+            server_cpu(&native),
+            cpu(&wharf_runs),
+            server_cpu(&wharf_runs),
+            cpu(&reuse_runs),
+            server_cpu(&reuse_runs),
         );
         report.push(json!({
             "scenario": scenario.name,
@@ -212,13 +226,16 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "reuse_msgs_per_sec": r.0.round(),
             "reuse_min_max": [r.1.round(), r.2.round()],
             "reuse_ratio": (reuse_ratio * 1000.0).round() / 1000.0,
-            "reuse_cpu_us_per_msg": median(reuse_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
+            "reuse_cpu_us_per_msg": cpu(&reuse_runs),
+            "reuse_server_cpu_us_per_msg": server_cpu(&reuse_runs),
             "native_p50_ms": native_lat.0, "native_p99_ms": native_lat.1,
             "wharf_p50_ms": wharf_lat.0, "wharf_p99_ms": wharf_lat.1,
-            "native_cpu_us_per_msg": median(native.iter().map(|r| r.cpu_us_per_msg).collect()),
-            "wharf_cpu_us_per_msg": median(wharf_runs.iter().map(|r| r.cpu_us_per_msg).collect()),
-            "native_peak_rss_kib": native.iter().map(|r| r.peak_rss_kib).max(),
-            "wharf_peak_rss_kib": wharf_runs.iter().map(|r| r.peak_rss_kib).max(),
+            "native_cpu_us_per_msg": cpu(&native),
+            "native_server_cpu_us_per_msg": server_cpu(&native),
+            "wharf_cpu_us_per_msg": cpu(&wharf_runs),
+            "wharf_server_cpu_us_per_msg": server_cpu(&wharf_runs),
+            "native_peak_rss_kib": peak(&native),
+            "wharf_peak_rss_kib": peak(&wharf_runs),
         }));
     }
 
@@ -385,9 +402,10 @@ impl Drop for AckWatch {
     }
 }
 
-/// CPU time of this process so far, from /proc (user + system), in microseconds.
-fn cpu_us() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time of a process so far (`"self"` or a pid), from /proc (user +
+/// system), in microseconds.
+fn cpu_us(process: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -608,15 +626,19 @@ async fn run_side(
     reset_peak_rss();
     let running = Running::start(side, server, js, &stream, scenario);
     watch.wait_first().await;
-    let cpu0 = cpu_us();
+    let server_pid = server.pid().to_string();
+    let cpu0 = cpu_us("self");
+    let server_cpu0 = cpu_us(&server_pid);
     let elapsed = watch.wait_for(n as usize).await;
-    let cpu = cpu_us() - cpu0;
+    let cpu = cpu_us("self") - cpu0;
+    let server_cpu = cpu_us(&server_pid) - server_cpu0;
     running.stop().await?;
     let rss = peak_rss_kib();
     js.delete_stream(&stream).await?;
     Ok(Run {
         msgs_per_sec: n as f64 / elapsed.as_secs_f64(),
         cpu_us_per_msg: cpu / n as f64,
+        server_cpu_us_per_msg: server_cpu / n as f64,
         peak_rss_kib: rss,
     })
 }

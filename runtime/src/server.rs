@@ -135,6 +135,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id, for measuring its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
