@@ -414,7 +414,7 @@ fn cpu_us(process: &str) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // Fields 14 and 15 of /proc/self/stat (utime, stime), counted from 1, in 100 Hz ticks.
+    // Fields 14 and 15 of /proc/<pid>/stat (utime, stime), counted from 1, in 100 Hz ticks.
     (ticks(11) + ticks(12)) * 10_000.0
 }
 
