@@ -196,6 +196,8 @@ pub async fn run(
             // Reserve every free place (at least one) and pull exactly that
             // many, so nothing is held beyond the bound.
             let first = tokio::select! {
+                // Once `stop` has fired, never pull again, even with places free.
+                biased;
                 _ = stop.cancelled() => break 'pull,
                 slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
             };
@@ -220,13 +222,14 @@ pub async fn run(
                 }
             };
             // A batch ends when it delivered what was asked or its pull expired,
-            // so reading it to the end after `stop` loses nothing: whatever
-            // arrives then is handed back at once.
+            // so reading it to the end after `stop` loses nothing. What arrives
+            // then is handed back once the batch is over: handed back while the
+            // pull is still open, a message would be delivered straight back
+            // into it, again and again, and every delivery counts as an attempt.
+            let mut after_stop = Vec::new();
             while let Some(next) = batch.next().await {
                 match next {
-                    Ok(msg) if stop.is_cancelled() => {
-                        hand_back(&msg).await;
-                    }
+                    Ok(msg) if stop.is_cancelled() => after_stop.push(msg),
                     Ok(msg) => {
                         failures_in_a_row = 0;
                         let slot = reserved
@@ -241,6 +244,9 @@ pub async fn run(
                 }
             }
             drop(reserved);
+            for msg in &after_stop {
+                hand_back(msg).await;
+            }
             if failures_in_a_row >= 3 {
                 warn!(handler = %handler.name, "pulling keeps failing; rebinding the consumer");
                 if wait_or_stop(&stop, retry_delay).await {

@@ -54,6 +54,56 @@ async fn shutdown_hands_back_messages_waiting_in_line() {
     assert_eq!(count(&js, "OUT").await, N);
 }
 
+/// A message that arrives in a pull still open when shutdown begins is handed
+/// back once, after that pull ends: handed back while it is open, it would
+/// bounce straight back into it, every bounce counting as an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_arriving_after_shutdown_began_is_handed_back_once() {
+    let (server, js) = bed().await;
+    publish_done(&js, "sleep:1500").await;
+    // One running, eight more places: the host's pull asks for eight and
+    // stays open for up to a second.
+    let settings = "concurrency = 1\nprefetch = 8\nack_wait = \"5m\"\ntimeout = \"60s\"";
+    let mut host = Host::start(behave_config(&server, settings));
+    eventually("the first delivery is running", || async {
+        matches!(consumer_counts(&js, "IN", "test").await, Some((0, 1)))
+    })
+    .await;
+    host.begin_stop();
+    publish_behave(&js, "in.a", "ok").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, 1, "the running delivery finished");
+
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .get_consumer("test")
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(std::time::Duration::from_secs(30))
+        .messages()
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let msg = batch
+        .next()
+        .await
+        .expect("the second message is available again")
+        .unwrap();
+    let info = msg.info().unwrap();
+    assert_eq!(info.stream_sequence, 2);
+    // 1 if the pull had ended before it arrived, 2 if it was handed back once.
+    assert!(
+        info.delivered <= 2,
+        "delivered {} times: it bounced while the pull was open",
+        info.delivered
+    );
+}
+
 /// A delivery that outlives the drain timeout is nak'd, not left to ack_wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_naks_what_is_still_running() {

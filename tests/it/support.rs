@@ -207,6 +207,13 @@ impl Host {
         }
     }
 
+    /// Signals shutdown without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Signals shutdown and waits for the host to drain and return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.stop.take() {
