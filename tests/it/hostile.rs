@@ -103,7 +103,9 @@ async fn infinite_loop_times_out_without_stalling_others() {
 /// An allocation bomb hits the memory cap and dead-letters as `memory`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_bomb_is_capped() {
-    let (dl, _) = run_one("alloc", "").await;
+    // A deadline far beyond the bomb's run time, so that only the cap can
+    // stop it, however loaded the machine is.
+    let (dl, _) = run_one("alloc", "timeout = \"60s\"").await;
     assert_eq!(kind(&dl).as_deref(), Some("memory"), "{}", reason(&dl));
 }
 

@@ -288,11 +288,29 @@ pub async fn consumer_counts(
     Some((info.num_pending, info.num_ack_pending))
 }
 
-/// Waits until the consumer has delivered everything and nothing awaits an ack.
+/// Whether the consumer has settled everything its stream holds: nothing
+/// left to deliver, nothing awaiting an ack, and its ack floor at the
+/// stream's last message. The floor matters: right after a publish the
+/// server may not count the new message as pending yet, and the counts alone
+/// then read as drained before it was even delivered.
+pub async fn drained(js: &jetstream::Context, stream: &str, consumer: &str) -> bool {
+    let Ok(mut s) = js.get_stream(stream).await else {
+        return false;
+    };
+    let Ok(last) = s.info().await.map(|i| i.state.last_sequence) else {
+        return false;
+    };
+    let Ok(info) = s.consumer_info(consumer).await else {
+        return false;
+    };
+    info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= last
+}
+
+/// Waits until the consumer has settled everything its stream holds.
 pub async fn wait_drained(js: &jetstream::Context, stream: &str, consumer: &str) {
     eventually(
         &format!("consumer {consumer} on {stream} is drained"),
-        || async { matches!(consumer_counts(js, stream, consumer).await, Some((0, 0))) },
+        || drained(js, stream, consumer),
     )
     .await;
 }
