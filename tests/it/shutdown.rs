@@ -68,8 +68,8 @@ async fn shutdown_hands_back_messages_waiting_in_line() {
 async fn a_message_arriving_after_shutdown_began_is_handed_back_once() {
     let (server, js) = bed().await;
     publish_done(&js, "sleep:1500").await;
-    // One running, eight more places: the host's pull asks for eight and
-    // stays open for up to a second.
+    // One running and eight more places: the host's pull asks for nine, so
+    // after the first message it has room for eight, for up to a second.
     let settings = "concurrency = 1\nprefetch = 8\nack_wait = \"5m\"\ntimeout = \"60s\"";
     let mut host = Host::start(behave_config(&server, settings));
     eventually("the first message is pulled", || async {
@@ -80,32 +80,13 @@ async fn a_message_arriving_after_shutdown_began_is_handed_back_once() {
     publish_behave(&js, "in.a", "ok").await;
     host.stop().await.unwrap();
 
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("IN")
+    // The first is available too if its worker had not picked it up when the
+    // stop came.
+    let delivered = fetch_now(&js, 2)
         .await
-        .unwrap()
-        .get_consumer("test")
-        .await
-        .unwrap();
-    // Both are available now: the first too, if its worker had not picked it
-    // up when the stop came.
-    let mut batch = consumer
-        .fetch()
-        .max_messages(2)
-        .expires(std::time::Duration::from_secs(30))
-        .messages()
-        .await
-        .unwrap();
-    use futures::StreamExt;
-    let mut second = None;
-    while let Some(msg) = batch.next().await {
-        let msg = msg.unwrap();
-        let info = msg.info().unwrap();
-        if info.stream_sequence == 2 {
-            second = Some(info.delivered);
-        }
-    }
-    let delivered = second.expect("the second message is available again");
+        .into_iter()
+        .find_map(|(seq, delivered)| (seq == 2).then_some(delivered))
+        .expect("the second message is available again");
     // 1 if the pull had ended before it arrived, 2 if it was handed back once.
     assert!(
         delivered <= 2,
@@ -127,27 +108,9 @@ async fn drain_timeout_naks_what_is_still_running() {
     .await;
     host.stop().await.unwrap();
     // With ack_wait at 5 minutes, only a nak can make the message available again this soon.
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .get_consumer("test")
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(1)
-        .expires(std::time::Duration::from_secs(30))
-        .messages()
-        .await
-        .unwrap();
-    use futures::StreamExt;
-    let msg = batch
-        .next()
-        .await
-        .expect("the message was handed back")
-        .unwrap();
-    assert_eq!(msg.info().unwrap().delivered, 2);
+    let fetched = fetch_now(&js, 1).await;
+    let (_, delivered) = fetched.first().expect("the message was handed back");
+    assert_eq!(*delivered, 2);
     assert_eq!(count(&js, "OUT").await, 0);
 }
 

@@ -315,6 +315,35 @@ pub async fn wait_drained(js: &jetstream::Context, stream: &str, consumer: &str)
     .await;
 }
 
+/// Fetches up to `max` messages the test consumer on `IN` can deliver right
+/// now, without acking them, as (stream sequence, times delivered).
+pub async fn fetch_now(js: &jetstream::Context, max: usize) -> Vec<(u64, i64)> {
+    use futures::StreamExt;
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("IN")
+        .await
+        .expect("stream IN")
+        .get_consumer("test")
+        .await
+        .expect("consumer test");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut out = Vec::new();
+    while let Some(msg) = batch.next().await {
+        let info = msg
+            .expect("fetched message")
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered));
+        out.push(info.expect("JetStream metadata"));
+    }
+    out
+}
+
 /// How many messages a stream holds.
 pub async fn count(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream exists");
