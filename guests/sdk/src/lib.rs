@@ -34,7 +34,7 @@
 //! - a panic traps without its message, so the dead-letter reason says only
 //!   that the handler trapped: log what went wrong before you give up;
 //! - `format!`, `String` and `Vec` come from `alloc`
-//!   (`extern crate alloc;`), and [`Message::published_at`] is
+//!   (`extern crate alloc;`), and `Message::published_at` is
 //!   [`Message::published_at_nanos`];
 //! - the `json` feature still works, through `serde_json` without std.
 //!
@@ -474,7 +474,7 @@ impl Message {
     }
 
     /// When the server stored the message, in nanoseconds since the Unix
-    /// epoch (what [`Message::published_at`] is built from, also without std).
+    /// epoch (what `Message::published_at` is built from, also without std).
     ///
     /// # Examples
     ///
