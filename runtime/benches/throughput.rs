@@ -697,7 +697,6 @@ async fn paced_latency(
 
 /// Host-side work per delivery without NATS: a fresh Store, instantiation and the call, for one guest.
 async fn per_delivery_cost(guest: Guest, iterations: u32) -> anyhow::Result<(f64, f64)> {
-    use wharf::bindings::{Delivery, Message};
     let server_less = Config::parse(
         Path::new("bench.toml"),
         &format!(
@@ -705,53 +704,8 @@ async fn per_delivery_cost(guest: Guest, iterations: u32) -> anyhow::Result<(f64
             support::wasm(guest.wasm()).display()
         ),
     )?;
-    let handler = Arc::new(server_less.handlers[0].clone());
-    let engine =
-        wharf::engine::new_engine(&wharf::engine::EngineSettings::for_config(&server_less))?;
-    let linker = wharf::engine::new_linker(&engine)?;
-    let pre = wharf::engine::load_component(&engine, &linker, "bench", &handler.component)?;
-    let _ticker = wharf::engine::EpochTicker::start(&engine);
-    let host = Arc::new(wharf::host::HostContext { handler });
-    let message = Message {
-        subject: "bench".into(),
-        payload: vec![0u8; 128],
-        headers: Vec::new(),
-        delivery: Delivery {
-            stream: "S".into(),
-            consumer: "c".into(),
-            stream_sequence: 1,
-            consumer_sequence: 1,
-            attempt: 1,
-            max_attempts: 5,
-            published_at_nanos: 0,
-        },
-    };
-    {
-        let mut instantiate = Duration::ZERO;
-        let mut call = Duration::ZERO;
-        for _ in 0..iterations {
-            let t0 = Instant::now();
-            let mut store = wharf::engine::new_store(&engine, host.clone());
-            let instance = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(anyhow::Error::from)?;
-            let t1 = Instant::now();
-            let result = instance
-                .call_handle(&mut store, &message)
-                .await
-                .map_err(anyhow::Error::from)?;
-            drop(store);
-            let t2 = Instant::now();
-            assert!(result.is_ok());
-            instantiate += t1 - t0;
-            call += t2 - t1;
-        }
-        Ok((
-            instantiate.as_secs_f64() * 1e6 / iterations as f64,
-            call.as_secs_f64() * 1e6 / iterations as f64,
-        ))
-    }
+    let (instantiate, call) = wharf::bench::per_delivery(&server_less, iterations).await?;
+    Ok((instantiate.as_secs_f64() * 1e6, call.as_secs_f64() * 1e6))
 }
 
 /// Peak RSS of the process while 1,000 deliveries wait in their guests at once.

@@ -1,23 +1,79 @@
-//! Connecting to NATS with the configured URL, credentials and TLS.
+//! Connecting to NATS: seed URLs, credentials and TLS from the connection
+//! settings, and the connection's events in the log and in its state.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::{Event, ServerAddr};
+use tracing::{error, info, warn};
 
-use crate::config::NatsConfig;
+use crate::config::Connection;
 
 /// The URL used when neither the config nor `NATS_URL` names one.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
-/// Connects, failing fast with a message that names the server when it cannot be reached.
-pub async fn connect(nats: &NatsConfig, name: &str) -> anyhow::Result<async_nats::Client> {
-    let url = nats.url.clone().unwrap_or_else(|| DEFAULT_URL.to_string());
+/// What the host knows of its connection, kept current by its events.
+#[derive(Debug, Default)]
+pub(crate) struct LinkState {
+    connected: AtomicBool,
+    /// Whether the connection was ever up, to tell a reconnect from the first connect.
+    ever: AtomicBool,
+    reconnects: AtomicU64,
+}
+
+impl LinkState {
+    /// Whether the connection is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// How often the connection was re-established.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection and the state its events keep.
+pub(crate) struct Link {
+    pub client: async_nats::Client,
+    pub state: Arc<LinkState>,
+}
+
+/// Connects to the first reachable seed, failing fast with a message that
+/// names the servers when none can be reached. Once connected, the client
+/// reconnects forever, to any server of the cluster it learns about.
+pub async fn connect(nats: &Connection, name: &str) -> anyhow::Result<async_nats::Client> {
+    Ok(link(nats, name).await?.client)
+}
+
+pub(crate) async fn link(nats: &Connection, name: &str) -> anyhow::Result<Link> {
+    let urls = nats.urls();
+    let seeds = urls
+        .iter()
+        .map(|u| {
+            u.parse::<ServerAddr>().with_context(|| {
+                format!("NATS URL \"{u}\" is not valid ([nats] url, --url or NATS_URL)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        !seeds.is_empty(),
+        "no NATS URL given ([nats] url, --url or NATS_URL)"
+    );
+    let state = Arc::new(LinkState::default());
+    let events = state.clone();
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         // Keep reconnecting forever once connected: a server restart must not
         // need an operator.
-        .max_reconnects(None);
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let state = events.clone();
+            async move { on_event(&state, event) }
+        });
     if let Some(path) = &nats.credentials {
         options = options
             .credentials_file(path)
@@ -40,7 +96,39 @@ pub async fn connect(nats: &NatsConfig, name: &str) -> anyhow::Result<async_nats
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
-    options.connect(url.as_str()).await.with_context(|| {
-        format!("cannot connect to NATS at {url}; is the server running? (set [nats] url, --url or NATS_URL)")
-    })
+    let client = options.connect(seeds).await.with_context(|| {
+        format!(
+            "cannot connect to NATS at {}; is the server running? (set [nats] url, --url or NATS_URL)",
+            urls.join(", ")
+        )
+    })?;
+    state.connected.store(true, Ordering::Relaxed);
+    state.ever.store(true, Ordering::Relaxed);
+    Ok(Link { client, state })
+}
+
+fn on_event(state: &LinkState, event: Event) {
+    match event {
+        Event::Connected => {
+            let was_up = state.connected.swap(true, Ordering::Relaxed);
+            if !was_up && state.ever.swap(true, Ordering::Relaxed) {
+                state.reconnects.fetch_add(1, Ordering::Relaxed);
+                info!("reconnected to NATS");
+            }
+        }
+        Event::Disconnected => {
+            state.connected.store(false, Ordering::Relaxed);
+            warn!("disconnected from NATS; reconnecting");
+        }
+        Event::LameDuckMode => {
+            warn!("the NATS server entered lame duck mode; it will shut down soon")
+        }
+        Event::SlowConsumer(sid) => warn!(
+            subscription = sid,
+            "slow consumer: the client dropped messages"
+        ),
+        Event::ServerError(e) => error!(error = %e, "NATS server error"),
+        Event::ClientError(e) => error!(error = %e, "NATS client error"),
+        Event::Draining | Event::Closed => info!(%event, "NATS connection"),
+    }
 }

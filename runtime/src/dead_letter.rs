@@ -2,41 +2,20 @@
 //! headers saying why, published to JetStream and confirmed before the
 //! source message may be terminated.
 
-use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 
-use crate::host::floor_char_boundary;
-use crate::outbox::Source;
+use crate::headers;
+use crate::outbox::{FlushError, Source, classify, resolve};
 use crate::settle::DeadLetterKind;
 
 /// Longest reason text stored in `Wharf-Reason`.
-pub const MAX_REASON_BYTES: usize = 1024;
-
-/// Header names on every dead-letter copy.
-pub mod headers {
-    pub const KIND: &str = "Wharf-Reason-Kind";
-    pub const REASON: &str = "Wharf-Reason";
-    pub const HANDLER: &str = "Wharf-Handler";
-    pub const SOURCE_STREAM: &str = "Wharf-Source-Stream";
-    pub const SOURCE_SUBJECT: &str = "Wharf-Source-Subject";
-    pub const SOURCE_SEQUENCE: &str = "Wharf-Source-Sequence";
-    pub const DELIVERIES: &str = "Wharf-Delivery-Count";
-    pub const FAILED_AT: &str = "Wharf-Failed-At";
-    /// Prefix under which the original's own `Nats-*` headers are kept, so
-    /// that JetStream does not act on them a second time.
-    pub const ORIGINAL_PREFIX: &str = "Wharf-Original-";
-}
-
-/// The id that makes a repeated dead-letter publish of the same source message a no-op.
-pub fn dead_letter_msg_id(source: &Source) -> String {
-    format!("wharf-dlq:{}:{}", source.stream, source.stream_sequence)
-}
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 
 /// Why a message is being dead-lettered.
 #[derive(Debug, Clone)]
-pub struct Reason<'a> {
+pub(crate) struct Reason<'a> {
     pub kind: DeadLetterKind,
     pub text: &'a str,
     pub handler: &'a str,
@@ -44,7 +23,7 @@ pub struct Reason<'a> {
 }
 
 /// Builds the dead-letter copy's headers from the original's.
-pub fn copy_headers(
+pub(crate) fn copy_headers(
     original: Option<&HeaderMap>,
     source: &Source,
     reason: &Reason<'_>,
@@ -53,7 +32,7 @@ pub fn copy_headers(
     if let Some(original) = original {
         for (name, values) in original.iter() {
             let name: &str = name.as_ref();
-            let kept = if name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-") {
+            let kept = if headers::is_nats(name) {
                 format!("{}{name}", headers::ORIGINAL_PREFIX)
             } else {
                 name.to_string()
@@ -63,11 +42,13 @@ pub fn copy_headers(
             }
         }
     }
-    out.insert("Nats-Msg-Id", dead_letter_msg_id(source).as_str());
-    out.insert(headers::KIND, reason.kind.as_str());
+    let id = headers::dead_letter_id(&source.stream, &source.consumer, source.stream_sequence);
+    out.insert(headers::MSG_ID, id.as_str());
+    out.insert(headers::REASON_KIND, reason.kind.as_str());
     out.insert(headers::REASON, clean_reason(reason.text).as_str());
     out.insert(headers::HANDLER, reason.handler);
     out.insert(headers::SOURCE_STREAM, source.stream.as_str());
+    out.insert(headers::SOURCE_CONSUMER, source.consumer.as_str());
     out.insert(headers::SOURCE_SUBJECT, source.subject.as_str());
     out.insert(
         headers::SOURCE_SEQUENCE,
@@ -82,34 +63,36 @@ pub fn copy_headers(
 }
 
 /// A reason fit for one header value: one line, at most `MAX_REASON_BYTES`.
-pub fn clean_reason(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let one_line = one_line.trim();
-    if one_line.len() <= MAX_REASON_BYTES {
-        return one_line.to_string();
-    }
-    let cut = floor_char_boundary(one_line, MAX_REASON_BYTES - 3);
-    format!("{}...", &one_line[..cut])
+pub(crate) fn clean_reason(text: &str) -> String {
+    crate::text::head(&crate::text::one_line(text), MAX_REASON_BYTES, "...")
 }
 
-/// Publishes the copy and waits for JetStream to confirm it.
-pub async fn publish(
+/// Publishes the copy and waits for JetStream to confirm it. A copy the
+/// server refuses (too large for the stream, no stream stores the subject)
+/// is told apart from an outage, as for outputs.
+pub(crate) async fn publish(
     js: &jetstream::Context,
     subject: &str,
     headers: HeaderMap,
     payload: Bytes,
-) -> anyhow::Result<()> {
-    js.publish_with_headers(subject.to_string(), headers, payload)
+) -> Result<(), FlushError> {
+    let what = format!("dead-letter copy to \"{subject}\"");
+    let sent = js
+        .publish_with_headers(subject.to_string(), headers, payload)
         .await
-        .with_context(|| format!("publishing dead-letter copy to \"{subject}\""))?
-        .await
-        .with_context(|| {
-            format!("dead-letter copy to \"{subject}\" was not confirmed by JetStream")
-        })?;
-    Ok(())
+        .map_err(|e| classify(&what, subject, e));
+    let confirmed = match sent {
+        Ok(ack) => ack
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&what, subject, e)),
+        Err(e) => Err(e),
+    };
+    match confirmed {
+        Ok(()) => Ok(()),
+        // The dead-letter subject was checked at start-up: a missing stream is an outage.
+        Err(e) => Err(resolve(js, e, |_| true).await),
+    }
 }
 
 #[cfg(test)]
@@ -119,9 +102,11 @@ mod tests {
     fn source() -> Source {
         Source {
             stream: "ORDERS".into(),
+            consumer: "audit".into(),
             subject: "orders.new".into(),
             stream_sequence: 42,
             traceparent: None,
+            tracestate: None,
         }
     }
 
@@ -146,14 +131,15 @@ mod tests {
         );
         assert_eq!(
             h.get("Nats-Msg-Id").unwrap().as_str(),
-            "wharf-dlq:ORDERS:42"
+            "wharf-dlq:ORDERS:audit:42"
         );
-        assert_eq!(h.get(headers::KIND).unwrap().as_str(), "rejected");
+        assert_eq!(h.get(headers::REASON_KIND).unwrap().as_str(), "rejected");
         assert_eq!(
             h.get(headers::REASON).unwrap().as_str(),
             "missing field `id` on line 2"
         );
         assert_eq!(h.get(headers::SOURCE_SEQUENCE).unwrap().as_str(), "42");
+        assert_eq!(h.get(headers::SOURCE_CONSUMER).unwrap().as_str(), "audit");
     }
 
     #[test]

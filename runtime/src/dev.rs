@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use tracing::info;
 
-use crate::config::{Config, NatsConfig};
+use crate::config::{Config, Connection};
 use crate::server::NatsServer;
 
 /// Creates every stream the configuration needs that does not exist yet:
@@ -36,7 +36,7 @@ pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow:
         })?;
         let mut implied = Vec::new();
         if let Some(dl) = &h.dead_letter
-            && js.stream_by_subject(dl.clone()).await.is_err()
+            && crate::binding::stored_by(js, dl).await?.is_none()
         {
             implied.push((
                 format!("WHARF_DLQ_{}", stream_name(&h.name)),
@@ -44,8 +44,8 @@ pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow:
             ));
         }
         let mut uncovered = Vec::new();
-        for p in &h.publish {
-            if js.stream_by_subject(p.clone()).await.is_err() {
+        for p in h.publish.patterns() {
+            if crate::binding::stored_by(js, p).await?.is_none() {
                 uncovered.push(p.clone());
             }
         }
@@ -83,16 +83,16 @@ fn stream_name(handler: &str) -> String {
 
 /// Starts a local server, creates the streams and runs the handlers until `shutdown`.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    crate::check(&config)?;
+    crate::check(&config).await?;
     let server = NatsServer::start()?;
     println!(
         "wharf dev: nats-server with JetStream at {} (store {}); Ctrl-C stops everything",
         server.url(),
         server.store_dir().display()
     );
-    config.nats = NatsConfig {
+    config.nats = Connection {
         url: Some(server.url()),
-        ..NatsConfig::default()
+        ..Connection::default()
     };
     let client = crate::connect::connect(&config.nats, "wharf-dev").await?;
     create_streams(&jetstream::new(client), &config).await?;

@@ -1,78 +1,128 @@
-//! One delivery: build a fresh Store, run the guest, map its outcome through
-//! the settlement table and tell the broker. Only this module creates Stores,
-//! and nothing here acks before the guest has returned `ok` and its outbox is
-//! confirmed.
+//! One delivery: run the guest (or not, past the final attempt), map what it
+//! produced through the settlement table, and carry the result out with the
+//! broker. Nothing here acks before the guest has returned `ok` for this
+//! delivery and its outbox is confirmed, and nothing terms before the
+//! dead-letter copy is confirmed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
+use tokio::sync::Notify;
 use tracing::{Instrument, debug, error, info, info_span, warn};
-use wasmtime::{Engine, Trap};
 
-use crate::bindings::{Delivery, HandlerError, HandlerPre, Header, Message};
-use crate::config::{HandlerConfig, Isolation};
+use crate::bindings::{Delivery, Header, Message};
+use crate::config::HandlerConfig;
 use crate::dead_letter;
-use crate::engine::{LimitHit, StoreState, arm, new_store};
-use crate::host::HostContext;
-use crate::outbox::{self, Outgoing, Source};
-use crate::settle::{Action, Backoff, Failure, Outcome, settle};
+use crate::guest::{Guest, Ran};
+use crate::headers;
+use crate::host::publish::Outgoing;
+use crate::lease::Lease;
+use crate::outbox::{self, FlushError, Source};
+use crate::settle::{Action, Backoff, DeadLetterKind, Outcome, settle};
+use crate::throttle::Throttle;
 
 /// Everything needed to run deliveries for one handler.
-pub struct Dispatcher {
-    pub config: Arc<HandlerConfig>,
-    pub engine: Engine,
-    pub pre: HandlerPre<StoreState>,
-    pub host: Arc<HostContext>,
-    pub backoff: Backoff,
-    pub js: jetstream::Context,
-    /// Idle instances for `isolation = "reuse"`; each is used by one delivery at a time.
-    pub idle: std::sync::Mutex<Vec<Idle>>,
+pub(crate) struct Dispatcher {
+    pub handler: Arc<HandlerConfig>,
+    guest: Guest,
+    backoff: Backoff,
+    js: jetstream::Context,
+    /// Deliveries waiting for a stream that is unavailable.
+    pub stalls: Stalls,
+    throttle: Throttle,
 }
 
-/// An instance waiting for its next delivery in reuse mode.
-pub struct Idle {
-    store: wasmtime::Store<StoreState>,
-    instance: crate::bindings::Handler,
-    uses: u32,
-}
-
-/// How a delivery was settled with the broker, for logs and tests.
+/// How a delivery was settled with the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
+pub(crate) enum Settled {
     Acked,
     Naked,
-    DeadLettered,
+    DeadLettered(DeadLetterKind),
     /// Undeliverable, terminated without a copy because the operator opted into dropping.
     Dropped,
     /// Nothing could be told to the broker; `ack_wait` will redeliver.
     Abandoned,
 }
 
+/// Deliveries of one handler held because a stream they need (for outputs
+/// or the dead-letter copy) is unavailable. While any is, the handler pulls
+/// nothing new: the next messages would only meet the same outage.
+#[derive(Default)]
+pub(crate) struct Stalls {
+    count: AtomicUsize,
+    cleared: Notify,
+}
+
+impl Stalls {
+    /// Waits until no delivery is held for an unavailable stream.
+    pub(crate) async fn cleared(&self) {
+        loop {
+            let notified = self.cleared.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn enter(&self) -> StallGuard<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        StallGuard(self)
+    }
+}
+
+struct StallGuard<'a>(&'a Stalls);
+
+impl Drop for StallGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.cleared.notify_waiters();
+        }
+    }
+}
+
 impl Dispatcher {
+    pub(crate) fn new(guest: Guest, js: jetstream::Context) -> Dispatcher {
+        let handler = guest.handler().clone();
+        Dispatcher {
+            backoff: Backoff::new(handler.backoff.clone(), handler.backoff_jitter),
+            handler,
+            guest,
+            js,
+            stalls: Stalls::default(),
+            throttle: Throttle::default(),
+        }
+    }
+
     /// Runs one delivery to its settlement.
-    pub async fn deliver(&self, msg: &jetstream::Message) -> Settled {
+    pub(crate) async fn deliver(&self, lease: Lease) -> Settled {
+        let msg = lease.message();
         let info = match msg.info() {
             Ok(info) => info,
             Err(e) => {
-                warn!(handler = %self.config.name, error = %e, "message without JetStream metadata; ignoring it");
+                warn!(handler = %self.handler.name, error = %e, "message without JetStream metadata; ignoring it");
                 return Settled::Abandoned;
             }
         };
         let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
         let source = Source {
             stream: info.stream.to_string(),
+            consumer: info.consumer.to_string(),
             subject: msg.subject.as_str().to_owned(),
             stream_sequence: info.stream_sequence,
-            traceparent: msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("traceparent"))
-                .map(|v| v.as_str().to_string()),
+            traceparent: header(headers::TRACEPARENT),
+            tracestate: header(headers::TRACESTATE).filter(|s| s.len() <= outbox::MAX_TRACESTATE),
         };
         let span = info_span!(
             "delivery",
-            handler = %self.config.name,
+            handler = %self.handler.name,
             messaging.system = "nats",
             messaging.destination.name = %source.subject,
             messaging.consumer.group.name = %info.consumer,
@@ -85,209 +135,198 @@ impl Dispatcher {
             headers: headers_for_guest(msg.headers.as_ref()),
             delivery: Delivery {
                 stream: source.stream.clone(),
-                consumer: info.consumer.to_string(),
+                consumer: source.consumer.clone(),
                 stream_sequence: info.stream_sequence,
                 consumer_sequence: info.consumer_sequence,
                 attempt,
-                max_attempts: self.config.max_attempts,
+                max_attempts: self.handler.max_attempts,
                 published_at_nanos: u64::try_from(info.published.unix_timestamp_nanos())
                     .unwrap_or(0),
             },
         };
         async move {
-            // A slow but healthy delivery is kept alive, so it is not
-            // redelivered underneath itself; the guest's own deadline bounds
-            // how long that lasts.
-            let (outcome, outputs) = self.keep_alive(msg, self.run_guest(message)).await;
-            match &outcome {
+            let ran = if attempt > self.handler.max_attempts {
+                Ran {
+                    outcome: Outcome::PastFinalAttempt,
+                    outputs: Vec::new(),
+                }
+            } else {
+                self.guest.run(&message).await
+            };
+            match &ran.outcome {
                 Outcome::Failed { failure, detail } => {
                     warn!(?failure, detail = %detail, "guest failed")
                 }
                 Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
                 Outcome::Reject { reason } => debug!(%reason, "guest rejected the message"),
-                Outcome::Ok => {}
+                _ => {}
             }
-            let action = settle(outcome, attempt, self.config.max_attempts, &self.backoff);
-            self.apply(msg, &source, attempt, action, outputs).await
+            let action = settle(
+                ran.outcome,
+                attempt,
+                self.handler.max_attempts,
+                &self.backoff,
+            );
+            self.apply(lease, &source, attempt, action, ran.outputs)
+                .await
         }
         .instrument(span)
         .await
     }
 
-    /// Runs `work`, sending in-progress acks every third of `ack_wait` while
-    /// it lasts, so the broker does not redeliver the message meanwhile.
-    async fn keep_alive<F: Future>(&self, msg: &jetstream::Message, work: F) -> F::Output {
-        tokio::pin!(work);
-        let every = self.config.ack_wait / 3;
-        loop {
-            tokio::select! {
-                // Work first: a delivery that finishes on its first poll never
-                // registers the timer.
-                biased;
-                done = &mut work => return done,
-                _ = tokio::time::sleep(every) => {
-                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                        debug!(error = %e, "in-progress ack failed");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs `handle` in a fresh instance, or, with `isolation = "reuse"`, in an
-    /// idle instance that has served fewer than its limit and never failed.
-    async fn run_guest(&self, message: Message) -> (Outcome, Vec<Outgoing>) {
-        let reused = match self.config.isolation {
-            Isolation::Fresh => None,
-            Isolation::Reuse(_) => self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop(),
-        };
-        let (mut store, instance, uses) = match reused {
-            Some(mut idle) => {
-                arm(&mut idle.store);
-                (idle.store, Ok(idle.instance), idle.uses)
-            }
-            None => {
-                let mut store = new_store(&self.engine, self.host.clone());
-                let instance = self.pre.instantiate_async(&mut store).await;
-                (store, instance, 0)
-            }
-        };
-        let (result, instance) = match instance {
-            Ok(instance) => (
-                instance.call_handle(&mut store, &message).await,
-                Some(instance),
-            ),
-            Err(e) => (Err(e), None),
-        };
-        let state = store.data_mut();
-        let (stdout, stderr, dropped) = state.output.take();
-        log_output(&self.config.name, &stdout, &stderr, dropped);
-        if state.log_dropped > 0 {
-            warn!(target: "wharf::guest", handler = %self.config.name, dropped = state.log_dropped, "guest log lines over the cap were dropped");
-        }
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Ok,
-            Ok(Err(HandlerError::Retry(ms))) => Outcome::Retry {
-                delay: ms.map(Duration::from_millis),
-            },
-            Ok(Err(HandlerError::Reject(reason))) => Outcome::Reject { reason },
-            Err(e) => {
-                let (failure, detail) = classify(&e, state.limits.hit, &self.config, &stderr);
-                Outcome::Failed { failure, detail }
-            }
-        };
-        let outputs = if outcome == Outcome::Ok {
-            state.outbox.take()
-        } else {
-            Vec::new()
-        };
-        // A failed instance is never used again: its state may be anything.
-        if let (Isolation::Reuse(limit), Some(instance)) = (self.config.isolation, instance)
-            && !matches!(outcome, Outcome::Failed { .. })
-            && uses + 1 < limit
-        {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Idle {
-                    store,
-                    instance,
-                    uses: uses + 1,
-                });
-        }
-        (outcome, outputs)
-    }
-
     /// Carries out the settlement. Every path that ends a message (ack, term)
-    /// first has its outputs or its dead-letter copy confirmed.
+    /// first has its outputs or its dead-letter copy confirmed; a host-side
+    /// failure on the way keeps the message and tries again.
     async fn apply(
         &self,
-        msg: &jetstream::Message,
+        lease: Lease,
         source: &Source,
         attempt: u32,
-        action: Action,
+        mut action: Action,
         outputs: Vec<Outgoing>,
     ) -> Settled {
-        match action {
-            Action::PublishThenAck => {
-                let count = outputs.len();
-                if let Err(e) = outbox::flush(&self.js, source, outputs).await {
-                    error!(
-                        error = format!("{e:#}"),
-                        "outbox not confirmed; the message will be redelivered"
-                    );
-                    return self.nak(msg, self.backoff.delay(attempt)).await;
+        let max = self.handler.max_attempts;
+        // The step that failed, to try again after `Action::RetryStep`.
+        let mut failed: Option<Action> = None;
+        let mut tries = 0u32;
+        let mut _stalled = None;
+        loop {
+            let step = match action {
+                Action::RetryStep { delay } => {
+                    tokio::time::sleep(delay).await;
+                    failed.take().expect("a retry follows a failed step")
                 }
-                failpoint_after_outbox();
-                let acked = if self.config.double_ack {
-                    msg.double_ack().await
-                } else {
-                    msg.ack().await
-                };
-                match acked {
-                    Ok(()) => {
-                        debug!(outputs = count, "acked");
-                        Settled::Acked
-                    }
-                    Err(e) => {
-                        // The outputs are stored with deterministic ids, so the
-                        // redelivery this causes will not duplicate them.
-                        warn!(error = %e, "ack failed; the message will be redelivered");
-                        Settled::Abandoned
+                other => other,
+            };
+            match step {
+                Action::PublishThenAck => {
+                    let first_try = attempt == 1 && tries == 0;
+                    match outbox::flush(&self.js, source, &outputs, first_try).await {
+                        Ok(()) => {
+                            failpoint::after_outbox();
+                            return match lease.ack(self.handler.double_ack).await {
+                                Ok(()) => {
+                                    debug!(outputs = outputs.len(), "acked");
+                                    Settled::Acked
+                                }
+                                Err(e) => {
+                                    // The outputs are stored with deterministic ids, so the
+                                    // redelivery this causes will not duplicate them.
+                                    warn!(error = %e, "ack failed; the message will be redelivered");
+                                    Settled::Abandoned
+                                }
+                            };
+                        }
+                        Err(e) => match outbox::resolve(&self.js, e, |s| {
+                            self.handler.publish.literals().any(|l| l == s)
+                        })
+                        .await
+                        {
+                            FlushError::Refused(detail) => {
+                                warn!(%detail, "the server refused an output");
+                                action = settle(
+                                    Outcome::OutputRefused { detail },
+                                    attempt,
+                                    max,
+                                    &self.backoff,
+                                );
+                            }
+                            FlushError::Unavailable(e) => {
+                                if let Some(suppressed) = self.throttle.admit("outbox") {
+                                    error!(
+                                        handler = %self.handler.name,
+                                        error = format!("{e:#}"),
+                                        suppressed,
+                                        "outputs not confirmed; holding the message and trying again"
+                                    );
+                                }
+                                _stalled.get_or_insert_with(|| self.stalls.enter());
+                                failed = Some(Action::PublishThenAck);
+                                action = settle(
+                                    Outcome::HostFailed { tries },
+                                    attempt,
+                                    max,
+                                    &self.backoff,
+                                );
+                                tries += 1;
+                            }
+                        },
                     }
                 }
-            }
-            Action::Nak { delay } => self.nak(msg, delay).await,
-            Action::DeadLetter { kind, reason } => {
-                let Some(subject) = &self.config.dead_letter else {
-                    error!(
-                        kind = %kind,
-                        reason = %reason,
-                        "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
-                    );
-                    return match msg.ack_with(AckKind::Term).await {
-                        Ok(()) => Settled::Dropped,
-                        Err(_) => Settled::Abandoned,
+                Action::Nak { delay } => {
+                    return match lease.nak(delay).await {
+                        Ok(()) => Settled::Naked,
+                        Err(e) => {
+                            warn!(error = %e, "nak failed; ack_wait will redeliver the message");
+                            Settled::Abandoned
+                        }
                     };
-                };
-                let reason_info = dead_letter::Reason {
-                    kind,
-                    text: &reason,
-                    handler: &self.config.name,
-                    deliveries: u64::from(attempt),
-                };
-                let headers = dead_letter::copy_headers(msg.headers.as_ref(), source, &reason_info);
-                if let Err(e) =
-                    dead_letter::publish(&self.js, subject, headers, msg.payload.clone()).await
-                {
-                    error!(
-                        error = format!("{e:#}"),
-                        "dead-letter copy not confirmed; the message stays pending and will be redelivered"
-                    );
-                    return self.nak(msg, self.backoff.delay(attempt)).await;
                 }
-                match msg.ack_with(AckKind::Term).await {
-                    Ok(()) => {
-                        info!(kind = %kind, reason = %dead_letter::clean_reason(&reason), "dead-lettered");
-                        Settled::DeadLettered
-                    }
-                    Err(e) => {
-                        // The copy's id is derived from the source sequence, so
-                        // dead-lettering it again on redelivery is a no-op.
-                        warn!(error = %e, "term failed after the dead-letter copy was stored");
-                        Settled::Abandoned
+                Action::DeadLetter { kind, reason } => {
+                    let Some(subject) = &self.handler.dead_letter else {
+                        error!(
+                            kind = %kind,
+                            reason = %reason,
+                            "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
+                        );
+                        return match lease.term().await {
+                            Ok(()) => Settled::Dropped,
+                            Err(_) => Settled::Abandoned,
+                        };
+                    };
+                    let reason_info = dead_letter::Reason {
+                        kind,
+                        text: &reason,
+                        handler: &self.handler.name,
+                        deliveries: u64::from(attempt),
+                    };
+                    let msg = lease.message();
+                    let copy =
+                        dead_letter::copy_headers(msg.headers.as_ref(), source, &reason_info);
+                    match dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await {
+                        Ok(()) => {
+                            return match lease.term().await {
+                                Ok(()) => {
+                                    info!(
+                                        handler = %self.handler.name,
+                                        stream = %source.stream,
+                                        sequence = source.stream_sequence,
+                                        kind = %kind,
+                                        reason = %dead_letter::clean_reason(&reason),
+                                        "dead-lettered"
+                                    );
+                                    Settled::DeadLettered(kind)
+                                }
+                                Err(e) => {
+                                    // The copy's id is derived from the source sequence, so
+                                    // dead-lettering it again on redelivery is a no-op.
+                                    warn!(error = %e, "term failed after the dead-letter copy was stored");
+                                    Settled::Abandoned
+                                }
+                            };
+                        }
+                        Err(e) => {
+                            if let Some(suppressed) = self.throttle.admit("dead-letter") {
+                                error!(
+                                    handler = %self.handler.name,
+                                    error = %e,
+                                    suppressed,
+                                    "dead-letter copy not stored; holding the message and trying again"
+                                );
+                            }
+                            // An outage stalls the handler; a copy the server refuses
+                            // (too large for the stream, say) holds only this message.
+                            if matches!(e, FlushError::Unavailable(_)) {
+                                _stalled.get_or_insert_with(|| self.stalls.enter());
+                            }
+                            failed = Some(Action::DeadLetter { kind, reason });
+                            action =
+                                settle(Outcome::HostFailed { tries }, attempt, max, &self.backoff);
+                            tries += 1;
+                        }
                     }
                 }
-            }
-        }
-    }
-
-    async fn nak(&self, msg: &jetstream::Message, delay: Duration) -> Settled {
-        match msg.ack_with(AckKind::Nak(Some(delay))).await {
-            Ok(()) => Settled::Naked,
-            Err(e) => {
-                warn!(error = %e, "nak failed; ack_wait will redeliver the message");
-                Settled::Abandoned
+                Action::RetryStep { .. } => unreachable!("settle never retries a retry"),
             }
         }
     }
@@ -307,84 +346,31 @@ fn headers_for_guest(map: Option<&async_nats::HeaderMap>) -> Vec<Header> {
     out
 }
 
-/// Tells a limit from a trap, and says which in words fit for a dead-letter reason.
-fn classify(
-    err: &wasmtime::Error,
-    hit: Option<LimitHit>,
-    config: &HandlerConfig,
-    stderr: &[u8],
-) -> (Failure, String) {
-    let trap = err.downcast_ref::<Trap>().copied();
-    match (hit, trap) {
-        (Some(LimitHit::Timeout), _) => (
-            Failure::Timeout,
-            format!(
-                "handler exceeded its timeout of {}",
-                humantime::format_duration(config.timeout)
-            ),
-        ),
-        (_, Some(Trap::OutOfFuel)) => (Failure::Timeout, "handler ran out of fuel".to_string()),
-        (Some(LimitHit::Memory), _) => (
-            Failure::Memory,
-            format!(
-                "handler exceeded its memory limit of {} bytes",
-                config.memory
-            ),
-        ),
-        (_, Some(Trap::StackOverflow)) => {
-            (Failure::Trap, with_stderr("stack overflow".into(), stderr))
+/// Crash-test hooks, compiled in only with the `failpoints` feature.
+mod failpoint {
+    /// With `WHARF_FAILPOINT_EXIT_AFTER_OUTBOX=N` set, the process exits on
+    /// its N-th confirmed outbox, after the outputs are stored and before
+    /// the input is acked: the worst moment for duplicates.
+    #[cfg(feature = "failpoints")]
+    pub(super) fn after_outbox() {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static EVERY: OnceLock<Option<u64>> = OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let every = EVERY.get_or_init(|| {
+            std::env::var("WHARF_FAILPOINT_EXIT_AFTER_OUTBOX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+        });
+        if let Some(n) = every
+            && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n
+        {
+            eprintln!("failpoint: exiting after the outbox was confirmed, before the ack");
+            std::process::exit(86);
         }
-        (_, Some(t)) => (Failure::Trap, with_stderr(format!("trap: {t}"), stderr)),
-        (None, None) => (Failure::Trap, with_stderr(format!("{err:#}"), stderr)),
     }
-}
 
-/// Appends the end of the guest's stderr (where a Rust panic message lands) to a trap reason.
-fn with_stderr(detail: String, stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    if text.is_empty() {
-        return detail;
-    }
-    const TAIL: usize = 300;
-    let start = text.len().saturating_sub(TAIL);
-    let mut start_ok = start;
-    while !text.is_char_boundary(start_ok) {
-        start_ok += 1;
-    }
-    format!("{detail}; stderr: {}", &text[start_ok..])
-}
-
-fn log_output(handler: &str, stdout: &[u8], stderr: &[u8], dropped: u64) {
-    for line in String::from_utf8_lossy(stdout).lines() {
-        info!(target: "wharf::guest", handler, stream = "stdout", "{line}");
-    }
-    for line in String::from_utf8_lossy(stderr).lines() {
-        warn!(target: "wharf::guest", handler, stream = "stderr", "{line}");
-    }
-    if dropped > 0 {
-        warn!(target: "wharf::guest", handler, dropped, "guest output over the cap was dropped");
-    }
-}
-
-/// Test hook for crash-safety tests: with `WHARF_FAILPOINT_EXIT_AFTER_OUTBOX=N`
-/// set, the process exits on its N-th confirmed outbox, after the outputs are
-/// stored and before the input is acked: the worst moment for duplicates.
-fn failpoint_after_outbox() {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static EVERY: OnceLock<Option<u64>> = OnceLock::new();
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let every = EVERY.get_or_init(|| {
-        std::env::var("WHARF_FAILPOINT_EXIT_AFTER_OUTBOX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n > 0)
-    });
-    if let Some(n) = every
-        && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n
-    {
-        eprintln!("failpoint: exiting after the outbox was confirmed, before the ack");
-        std::process::exit(86);
-    }
+    #[cfg(not(feature = "failpoints"))]
+    pub(super) fn after_outbox() {}
 }

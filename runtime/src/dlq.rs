@@ -1,24 +1,37 @@
 //! `wharf dlq`: list, show, replay and purge dead-letter copies.
 //!
-//! Replays publish to the original subject with a new, deterministic
-//! `Nats-Msg-Id` (derived from the dead-letter stream and sequence, so a
-//! replay repeated after a crash is not duplicated) and delete the copy only
-//! after the replay was confirmed.
+//! The copies are read a page at a time, so memory stays bounded however
+//! many there are, and every copy that matches is acted on. With a config,
+//! the command acts only on the chosen handler's copies (its dead-letter
+//! subject and its `Wharf-Handler` header), never on another handler's
+//! that share the subject. Replays publish to the original subject, only
+//! when that subject is stored by the copy's source stream, with a new,
+//! deterministic `Nats-Msg-Id` (derived from the dead-letter stream and
+//! sequence, so a replay repeated after a crash is not duplicated), and
+//! delete the copy only after the replay was confirmed.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, stream::Stream};
 use futures::StreamExt;
 
-use crate::dead_letter::headers;
+use crate::config::{Config, Connection};
+use crate::headers;
+
+/// How many copies are held in memory at once.
+const PAGE: usize = 256;
 
 /// Which dead-letter copies a command applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
+    /// Every copy.
     All,
+    /// These stream sequences.
     Sequences(BTreeSet<u64>),
 }
 
@@ -64,120 +77,418 @@ impl Selector {
             Selector::Sequences(s) => s.contains(&seq),
         }
     }
+
+    /// The first and last sequence worth reading.
+    fn bounds(&self) -> (u64, u64) {
+        match self {
+            Selector::All => (1, u64::MAX),
+            Selector::Sequences(s) => (
+                s.first().copied().unwrap_or(1),
+                s.last().copied().unwrap_or(0),
+            ),
+        }
+    }
 }
 
 /// One dead-letter copy as stored.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Its sequence in the dead-letter stream.
     pub sequence: u64,
+    /// The dead-letter subject it was published to.
     pub subject: String,
+    /// The original headers and the `Wharf-*` ones.
     pub headers: HeaderMap,
+    /// The original payload.
     pub payload: bytes::Bytes,
 }
 
 impl Entry {
+    /// A header's first value, or "".
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(|v| v.as_str()).unwrap_or("")
     }
 }
 
-/// Where the dead-letter copies live: a stream and, optionally, one handler's subject in it.
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub stream: String,
-    pub subject: Option<String>,
+/// What `wharf dlq` works on.
+pub enum Target {
+    /// A dead-letter stream named outright: every copy in it.
+    Stream(String),
+    /// A config, and the handler whose copies to use (needed when several
+    /// handlers have dead-letter subjects).
+    Config(Box<Config>, Option<String>),
 }
 
-/// Reads the copies at `location` through an ordered consumer, which keeps
-/// repeated header values intact.
-pub async fn read(js: &jetstream::Context, location: &Location) -> anyhow::Result<Vec<Entry>> {
-    let mut stream = js
-        .get_stream(&location.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("dead-letter stream \"{}\": {e}", location.stream))?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .state
-        .clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return Ok(out);
-    }
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: location.subject.clone().unwrap_or_default(),
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            inactive_threshold: std::time::Duration::from_secs(30),
-            ..Default::default()
+/// An open dead-letter location.
+pub struct Dlq {
+    js: jetstream::Context,
+    stream: Stream,
+    stream_name: String,
+    /// The handler's dead-letter subject, when opened through a config.
+    subject: Option<String>,
+    /// The handler, when opened through a config: only its copies count.
+    handler: Option<String>,
+    /// The handler's source stream: replays go only to subjects it stores.
+    source_stream: Option<String>,
+}
+
+impl Dlq {
+    /// Connects and finds the dead-letter stream.
+    pub async fn open(target: Target, cli: Connection) -> anyhow::Result<Dlq> {
+        let connection = match &target {
+            Target::Config(c, _) => c.nats.clone().overlaid(cli),
+            Target::Stream(_) => cli,
+        };
+        let client = crate::connect::connect(&connection, "wharf-dlq").await?;
+        let js = jetstream::new(client);
+        let (stream_name, subject, handler, source_stream) = match target {
+            Target::Stream(stream) => (stream, None, None, None),
+            Target::Config(config, handler) => {
+                let h = pick_handler(&config, handler.as_deref())?;
+                let subject = h.dead_letter.clone().ok_or_else(|| {
+                    anyhow::anyhow!("handler \"{}\" has no dead_letter subject", h.name)
+                })?;
+                let stream = crate::binding::stored_by(&js, &subject)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no stream stores dead-letter subject \"{subject}\"")
+                    })?;
+                (
+                    stream,
+                    Some(subject),
+                    Some(h.name.clone()),
+                    Some(h.stream.clone()),
+                )
+            }
+        };
+        let stream = js
+            .get_stream(&stream_name)
+            .await
+            .with_context(|| format!("dead-letter stream \"{stream_name}\""))?;
+        Ok(Dlq {
+            js,
+            stream,
+            stream_name,
+            subject,
+            handler,
+            source_stream,
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("reading dead-letter stream \"{}\": {e}", location.stream))?;
-    let mut messages = consumer
-        .fetch()
-        .max_messages(
-            usize::try_from(state.messages)
-                .unwrap_or(usize::MAX)
-                .min(100_000),
-        )
-        .expires(std::time::Duration::from_secs(2))
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sequence = m
-            .info()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .stream_sequence;
-        out.push(Entry {
-            sequence,
-            subject: m.subject.to_string(),
-            headers: m.headers.clone().unwrap_or_default(),
-            payload: m.payload.clone(),
-        });
-        if sequence >= state.last_sequence {
-            break;
-        }
     }
-    Ok(out)
+
+    /// Prints one line per copy.
+    pub async fn list(&self, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+        writeln!(out, "{}", list_header())?;
+        let mut n = 0usize;
+        let mut pages = self.pages(&Selector::All).await?;
+        while let Some(page) = pages.next().await? {
+            for entry in page {
+                n += 1;
+                writeln!(out, "{}", list_line(&entry))?;
+            }
+        }
+        writeln!(out, "{n} dead-letter message(s)")?;
+        Ok(())
+    }
+
+    /// Every header and a payload preview of copy `seq`.
+    pub async fn show(&self, seq: u64) -> anyhow::Result<String> {
+        let selector = Selector::Sequences([seq].into());
+        self.ensure_present(&selector).await?;
+        let mut pages = self.pages(&selector).await?;
+        let mut shown = String::new();
+        while let Some(page) = pages.next().await? {
+            for entry in page {
+                shown = format_show(&entry);
+            }
+        }
+        Ok(shown)
+    }
+
+    /// Republishes the selected copies to their source subjects; with
+    /// `remove`, deletes each copy once its replay is confirmed. Returns how
+    /// many were replayed.
+    pub async fn replay(&self, selector: &Selector, remove: bool) -> anyhow::Result<usize> {
+        self.ensure_present(selector).await?;
+        let mut done = 0;
+        let mut pages = self.pages(selector).await?;
+        while let Some(page) = pages.next().await? {
+            for e in page {
+                self.replay_one(&e, remove).await?;
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn replay_one(&self, e: &Entry, remove: bool) -> anyhow::Result<()> {
+        let target = e.header(headers::SOURCE_SUBJECT);
+        let source = e.header(headers::SOURCE_STREAM);
+        if target.is_empty() || source.is_empty() {
+            bail!(
+                "dead-letter message {} has no {} or {} header; it was not written by wharf",
+                e.sequence,
+                headers::SOURCE_SUBJECT,
+                headers::SOURCE_STREAM
+            );
+        }
+        if let Some(expected) = &self.source_stream
+            && source != expected
+        {
+            bail!(
+                "dead-letter message {} came from stream \"{source}\", not handler \"{}\"'s \
+                 stream \"{expected}\"; nothing more was replayed",
+                e.sequence,
+                self.handler.as_deref().unwrap_or_default()
+            );
+        }
+        // The copy's headers say where it came from; they are only trusted
+        // as far as the server confirms them.
+        let stored_by = crate::binding::stored_by(&self.js, target).await?;
+        if stored_by.as_deref() != Some(source) {
+            bail!(
+                "dead-letter message {}: its source subject \"{target}\" is not stored by its \
+                 source stream \"{source}\"; refusing to replay it elsewhere",
+                e.sequence
+            );
+        }
+        self.js
+            .publish_with_headers(
+                target.to_string(),
+                replay_headers(e, &self.stream_name),
+                e.payload.clone(),
+            )
+            .await
+            .with_context(|| format!("replaying {} to \"{target}\"", e.sequence))?
+            .await
+            .with_context(|| {
+                format!(
+                    "replay of {} to \"{target}\" was not confirmed; nothing was deleted",
+                    e.sequence
+                )
+            })?;
+        if remove {
+            self.stream
+                .delete_message(e.sequence)
+                .await
+                .with_context(|| {
+                    format!(
+                        "removing dead-letter message {} after its replay",
+                        e.sequence
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the selected copies. Returns how many were deleted.
+    pub async fn purge(&self, selector: &Selector) -> anyhow::Result<usize> {
+        self.ensure_present(selector).await?;
+        let mut deleted = 0;
+        let mut pages = self.pages(selector).await?;
+        while let Some(page) = pages.next().await? {
+            for e in page {
+                self.stream
+                    .delete_message(e.sequence)
+                    .await
+                    .with_context(|| format!("deleting dead-letter message {}", e.sequence))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Fails, changing nothing, when the selector names a copy that is not
+    /// there (or is another handler's).
+    async fn ensure_present(&self, selector: &Selector) -> anyhow::Result<()> {
+        let Selector::Sequences(wanted) = selector else {
+            return Ok(());
+        };
+        let mut found = BTreeSet::new();
+        let mut pages = self.pages(selector).await?;
+        while let Some(page) = pages.next().await? {
+            found.extend(page.iter().map(|e| e.sequence));
+        }
+        let missing: Vec<String> = wanted.difference(&found).map(u64::to_string).collect();
+        if !missing.is_empty() {
+            bail!(
+                "no dead-letter message with sequence {} in stream \"{}\"{}{}; nothing was changed",
+                missing.join(", "),
+                self.stream_name,
+                self.subject
+                    .as_ref()
+                    .map(|s| format!(" on subject \"{s}\""))
+                    .unwrap_or_default(),
+                self.handler
+                    .as_ref()
+                    .map(|h| format!(" from handler \"{h}\""))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The selected copies, in order, a page at a time, up to the stream's
+    /// last message when the command started.
+    async fn pages<'a>(&'a self, selector: &'a Selector) -> anyhow::Result<Pages<'a>> {
+        let mut stream = self.stream.clone();
+        let last = stream
+            .info()
+            .await
+            .context("reading the dead-letter stream")?
+            .state
+            .last_sequence;
+        let (first, until) = selector.bounds();
+        let until = until.min(last);
+        let consumer = if first > until || last == 0 {
+            None
+        } else {
+            Some(
+                self.stream
+                    .create_consumer(pull::Config {
+                        filter_subject: self.subject.clone().unwrap_or_default(),
+                        ack_policy: AckPolicy::None,
+                        deliver_policy: DeliverPolicy::ByStartSequence {
+                            start_sequence: first,
+                        },
+                        inactive_threshold: Duration::from_secs(30),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("reading dead-letter stream \"{}\"", self.stream_name)
+                    })?,
+            )
+        };
+        Ok(Pages {
+            dlq: self,
+            selector,
+            consumer,
+            until,
+        })
+    }
 }
 
-/// The `list` table.
-pub fn format_list(entries: &[Entry]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
+/// Reads a dead-letter stream a page at a time.
+struct Pages<'a> {
+    dlq: &'a Dlq,
+    selector: &'a Selector,
+    /// `None` once everything was read.
+    consumer: Option<PullConsumer>,
+    until: u64,
+}
+
+impl Pages<'_> {
+    /// The next page of selected copies (possibly empty), or `None` at the end.
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<Entry>>> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(None);
+        };
+        let mut fetched = consumer
+            .fetch()
+            .max_messages(PAGE)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .context("reading the dead-letter stream")?;
+        let mut page = Vec::new();
+        let mut read = 0;
+        let mut done = false;
+        while let Some(m) = fetched.next().await {
+            let m = m.map_err(|e| anyhow::anyhow!("reading the dead-letter stream: {e}"))?;
+            read += 1;
+            let sequence = m
+                .info()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .stream_sequence;
+            if sequence > self.until {
+                done = true;
+                break;
+            }
+            let entry = Entry {
+                sequence,
+                subject: m.subject.to_string(),
+                headers: m.headers.clone().unwrap_or_default(),
+                payload: m.payload.clone(),
+            };
+            let ours = self
+                .dlq
+                .handler
+                .as_deref()
+                .is_none_or(|h| entry.header(headers::HANDLER) == h);
+            if ours && self.selector.matches(sequence) {
+                page.push(entry);
+            }
+            if sequence >= self.until {
+                done = true;
+                break;
+            }
+        }
+        if done || read == 0 {
+            self.consumer = None;
+        }
+        if read == 0 {
+            return Ok(None);
+        }
+        Ok(Some(page))
+    }
+}
+
+/// The handler a `dlq` command means: the named one, or the only one with a
+/// dead-letter subject.
+fn pick_handler<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> anyhow::Result<&'a crate::config::HandlerConfig> {
+    let with_dlq: Vec<_> = config
+        .handlers
+        .iter()
+        .filter(|h| h.dead_letter.is_some())
+        .collect();
+    match name {
+        Some(name) => config.handler(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "config {}: no handler named \"{name}\"",
+                config.path.display()
+            )
+        }),
+        None if with_dlq.len() == 1 => Ok(with_dlq[0]),
+        None => bail!(
+            "config {}: {} handlers have dead-letter subjects; pick one with --handler",
+            config.path.display(),
+            with_dlq.len()
+        ),
+    }
+}
+
+fn list_header() -> String {
+    format!(
         "{:>8}  {:<28}  {:<9}  {:>5}  {:<20}  REASON",
         "SEQ", "SOURCE SUBJECT", "KIND", "DELIV", "FAILED AT"
-    );
-    for e in entries {
-        let reason = e.header(headers::REASON);
-        let reason: String = if reason.chars().count() > 60 {
-            reason.chars().take(57).chain("...".chars()).collect()
-        } else {
-            reason.to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{:>8}  {:<28}  {:<9}  {:>5}  {:<20}  {}",
-            e.sequence,
-            e.header(headers::SOURCE_SUBJECT),
-            e.header(headers::KIND),
-            e.header(headers::DELIVERIES),
-            e.header(headers::FAILED_AT)
-                .get(..19)
-                .unwrap_or(e.header(headers::FAILED_AT)),
-            reason
-        );
-    }
-    let _ = writeln!(out, "{} dead-letter message(s)", entries.len());
-    out
+    )
+}
+
+fn list_line(e: &Entry) -> String {
+    let reason = e.header(headers::REASON);
+    let reason: String = if reason.chars().count() > 60 {
+        reason.chars().take(57).chain("...".chars()).collect()
+    } else {
+        reason.to_string()
+    };
+    format!(
+        "{:>8}  {:<28}  {:<9}  {:>5}  {:<20}  {}",
+        e.sequence,
+        e.header(headers::SOURCE_SUBJECT),
+        e.header(headers::REASON_KIND),
+        e.header(headers::DELIVERIES),
+        e.header(headers::FAILED_AT)
+            .get(..19)
+            .unwrap_or(e.header(headers::FAILED_AT)),
+        reason
+    )
 }
 
 /// The `show` view: every header and a payload preview.
-pub fn format_show(e: &Entry) -> String {
+fn format_show(e: &Entry) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "sequence: {}", e.sequence);
     let _ = writeln!(out, "subject:  {}", e.subject);
@@ -205,11 +516,11 @@ pub fn format_show(e: &Entry) -> String {
 
 /// The headers a replayed message carries: the original's, without the
 /// `Wharf-*` reason headers, with a replay id.
-pub fn replay_headers(e: &Entry, dlq_stream: &str) -> HeaderMap {
+fn replay_headers(e: &Entry, dlq_stream: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, values) in e.headers.iter() {
         let name: &str = name.as_ref();
-        if name.starts_with("Wharf-") || name.eq_ignore_ascii_case("Nats-Msg-Id") {
+        if headers::is_wharf(name) || name.eq_ignore_ascii_case(headers::MSG_ID) {
             continue;
         }
         for v in values {
@@ -217,127 +528,14 @@ pub fn replay_headers(e: &Entry, dlq_stream: &str) -> HeaderMap {
         }
     }
     out.insert(
-        "Nats-Msg-Id",
-        format!("wharf-replay:{dlq_stream}:{}", e.sequence).as_str(),
+        headers::MSG_ID,
+        headers::replay_id(dlq_stream, e.sequence).as_str(),
     );
     out.insert(
-        "Wharf-Replayed-From",
+        headers::REPLAYED_FROM,
         format!("{dlq_stream}:{}", e.sequence).as_str(),
     );
     out
-}
-
-/// Republishes the selected copies to their source subjects; with `remove`,
-/// deletes each copy once its replay is confirmed. Returns how many were replayed.
-pub async fn replay(
-    js: &jetstream::Context,
-    location: &Location,
-    selector: &Selector,
-    remove: bool,
-) -> anyhow::Result<usize> {
-    let (entries, stream) = select_in_stream(js, location, selector).await?;
-    let mut done = 0;
-    for e in &entries {
-        let target = e.header(headers::SOURCE_SUBJECT).to_string();
-        if target.is_empty() {
-            bail!(
-                "dead-letter message {} has no {} header; it was not written by wharf",
-                e.sequence,
-                headers::SOURCE_SUBJECT
-            );
-        }
-        js.publish_with_headers(
-            target.clone(),
-            replay_headers(e, &location.stream),
-            e.payload.clone(),
-        )
-        .await
-        .map_err(|err| anyhow::anyhow!("{err}"))
-        .with_context(|| format!("replaying {} to \"{target}\"", e.sequence))?
-        .await
-        .map_err(|err| anyhow::anyhow!("{err}"))
-        .with_context(|| {
-            format!(
-                "replay of {} to \"{target}\" was not confirmed; nothing was deleted",
-                e.sequence
-            )
-        })?;
-        if remove {
-            stream
-                .delete_message(e.sequence)
-                .await
-                .map_err(|err| anyhow::anyhow!("{err}"))
-                .with_context(|| {
-                    format!(
-                        "removing dead-letter message {} after its replay",
-                        e.sequence
-                    )
-                })?;
-        }
-        done += 1;
-    }
-    Ok(done)
-}
-
-/// Deletes the selected copies. Returns how many were deleted.
-pub async fn purge(
-    js: &jetstream::Context,
-    location: &Location,
-    selector: &Selector,
-) -> anyhow::Result<usize> {
-    let (entries, stream) = select_in_stream(js, location, selector).await?;
-    for e in &entries {
-        stream
-            .delete_message(e.sequence)
-            .await
-            .map_err(|err| anyhow::anyhow!("{err}"))
-            .with_context(|| format!("deleting dead-letter message {}", e.sequence))?;
-    }
-    Ok(entries.len())
-}
-
-/// The selected entries and the stream handle to change them through.
-async fn select_in_stream(
-    js: &jetstream::Context,
-    location: &Location,
-    selector: &Selector,
-) -> anyhow::Result<(Vec<Entry>, jetstream::stream::Stream)> {
-    let entries = select(js, location, selector).await?;
-    let stream = js
-        .get_stream(&location.stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((entries, stream))
-}
-
-/// The selected entries; naming a sequence that is not there is an error, so nothing happens by mistake.
-pub async fn select(
-    js: &jetstream::Context,
-    location: &Location,
-    selector: &Selector,
-) -> anyhow::Result<Vec<Entry>> {
-    let entries: Vec<Entry> = read(js, location)
-        .await?
-        .into_iter()
-        .filter(|e| selector.matches(e.sequence))
-        .collect();
-    if let Selector::Sequences(wanted) = selector {
-        let found: BTreeSet<u64> = entries.iter().map(|e| e.sequence).collect();
-        let missing: Vec<String> = wanted.difference(&found).map(u64::to_string).collect();
-        if !missing.is_empty() {
-            bail!(
-                "no dead-letter message with sequence {} in stream \"{}\"{}; nothing was changed",
-                missing.join(", "),
-                location.stream,
-                location
-                    .subject
-                    .as_ref()
-                    .map(|s| format!(" on subject \"{s}\""))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    Ok(entries)
 }
 
 #[cfg(test)]

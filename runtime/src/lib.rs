@@ -6,73 +6,135 @@
 //! returned: ack on success (after its outputs are stored), redelivery with
 //! backoff, or a dead-letter copy before the message is terminated.
 //!
-//! `main` is thin: it parses arguments and calls [`run`], [`check`] or
-//! [`dev::run`]; tests drive the same functions in-process.
+//! The public API is what the `wharf` binary, the tests and the benchmark
+//! need: [`run`], [`check`], [`check_with_server`], [`config`], [`dev`],
+//! [`dlq`], [`server`] and [`mod@bench`]. Everything else is private to the
+//! crate (ARCHITECTURE.md maps it).
 
-pub mod bindings;
+mod binding;
+mod bindings;
+mod component;
 pub mod config;
 pub mod connect;
-pub mod consumer;
-pub mod dead_letter;
+mod dead_letter;
 pub mod dev;
-pub mod dispatch;
+mod dispatch;
 pub mod dlq;
-pub mod engine;
-pub mod host;
-pub mod outbox;
+mod engine;
+mod guest;
+mod headers;
+mod host;
+mod lease;
+mod line;
+mod outbox;
+mod pull;
 pub mod server;
-pub mod settle;
+mod settle;
+mod shutdown;
+mod store;
+mod subject;
+mod text;
+mod throttle;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, HandlerConfig, subject_matches};
-use crate::dispatch::Dispatcher;
-use crate::engine::{
-    EngineSettings, EpochTicker, StoreState, load_component, new_engine, new_linker,
-};
-use crate::host::HostContext;
-use crate::settle::Backoff;
+pub use crate::shutdown::Signals;
 
-/// Every handler's component compiled and checked against the world.
-pub struct Prepared {
-    engine: wasmtime::Engine,
-    handlers: Vec<(Arc<HandlerConfig>, bindings::HandlerPre<StoreState>)>,
+use crate::binding::{BindError, Seen};
+use crate::config::{Config, HandlerConfig};
+use crate::dispatch::Dispatcher;
+use crate::engine::{Demand, Engines, Kind};
+use crate::guest::Guest;
+use crate::host::publish::MaxPayload;
+use crate::store::Shared;
+
+/// Every handler's component compiled, checked against the world, and
+/// instantiated once within its limits.
+struct Prepared {
+    guests: Vec<Guest>,
+    max_payload: MaxPayload,
+    /// Runs for as long as any Store can: every deadline depends on it.
+    _ticker: engine::EpochTicker,
 }
 
-/// Compiles and links every handler's component; no server needed. This is
-/// all of `wharf check` and the first step of `wharf run`.
-pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
-    let engine = new_engine(&EngineSettings::for_config(config))?;
-    let linker = new_linker(&engine)?;
-    let mut handlers = Vec::new();
-    for h in &config.handlers {
-        let pre = load_component(&engine, &linker, &h.name, &h.component)?;
-        handlers.push((Arc::new(h.clone()), pre));
+/// Compiles and links every handler's component, and starts each once to
+/// refuse one that cannot start within its limits; no server needed. This
+/// is all of `wharf check` and the first step of `wharf run`.
+async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    let handlers = config.handlers.clone();
+    // Compiling is CPU-bound and can take seconds for a large component.
+    let compiled = tokio::task::spawn_blocking(move || compile_all(handlers))
+        .await
+        .context("compiling the components")??;
+    for guest in &compiled.guests {
+        guest.probe().await?;
     }
-    Ok(Prepared { engine, handlers })
+    Ok(compiled)
+}
+
+fn compile_all(handlers: Vec<HandlerConfig>) -> anyhow::Result<Prepared> {
+    let mut files = Vec::new();
+    let mut demands: BTreeMap<Kind, Demand> = BTreeMap::new();
+    for h in &handlers {
+        let file = component::read(&h.name, &h.component)?;
+        if file.footprint.initial_memory > h.memory {
+            return Err(guest::memory_too_small(h, file.footprint.initial_memory));
+        }
+        let kind = Kind::for_handler(h.fuel.is_some(), &file.footprint);
+        demands
+            .entry(kind)
+            .or_default()
+            .add(h.concurrency, file.footprint, h.memory);
+        files.push((kind, file));
+    }
+    let engines = Engines::new(demands)?;
+    let mut linkers = BTreeMap::new();
+    let max_payload = MaxPayload::default();
+    let mut guests = Vec::new();
+    for (h, (kind, file)) in handlers.into_iter().zip(files) {
+        let engine = engines.get(kind).clone();
+        let linker = match linkers.entry(kind) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(engine::new_linker(&engine)?),
+        };
+        let pre = engine::compile(&engine, linker, &h.name, &h.component, &file.bytes)?;
+        let shared = Shared::new(Arc::new(h), max_payload.clone());
+        guests.push(Guest::new(engine, pre, shared));
+    }
+    Ok(Prepared {
+        guests,
+        max_payload,
+        _ticker: engines.start_ticker(),
+    })
 }
 
 /// Validates a configuration and its components without a server.
-pub fn check(config: &Config) -> anyhow::Result<()> {
-    prepare(config).map(|_| ())
+pub async fn check(config: &Config) -> anyhow::Result<()> {
+    prepare(config).await.map(|_| ())
 }
 
 /// Checks what `check` does, then, against the server, that every handler's
 /// stream exists and its dead-letter and publish subjects are stored by a stream.
 pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
-    check(config)?;
+    check(config).await?;
     let client = connect::connect(&config.nats, "wharf-check").await?;
     let js = jetstream::new(client);
     for handler in &config.handlers {
-        consumer::handler_stream(&js, handler).await?;
-        verify_subjects(&js, handler).await?;
+        binding::stream(&js, handler)
+            .await
+            .map_err(BindError::into_error)?;
+        binding::subjects(&js, handler)
+            .await
+            .map_err(BindError::into_error)?;
     }
     Ok(())
 }
@@ -80,31 +142,29 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
 /// Runs every handler until `shutdown` resolves, then drains and returns.
 ///
 /// Refuses to start, with one message naming the handler and the problem,
-/// when a component is invalid, the server cannot be reached, a stream is
-/// missing or a dead-letter subject is not stored by any stream.
+/// when a component is invalid, no seed server can be reached, a stream is
+/// missing or a dead-letter subject is not stored by any stream. A server
+/// that cannot answer yet (a leader election) is waited for, up to
+/// `startup_timeout`; `shutdown` is honoured at every step. Returns an
+/// error, after draining the others, when a handler cannot go on.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let prepared = prepare(&config)?;
-    let client = connect::connect(&config.nats, "wharf").await?;
-    let js = jetstream::new(client.clone());
-    for (handler, _) in &prepared.handlers {
-        verify_subjects(&js, handler).await?;
-        consumer::ensure_consumer(&js, handler).await?;
-    }
-    let _ticker = EpochTicker::start(&prepared.engine);
+    tokio::pin!(shutdown);
+    let started = tokio::select! {
+        started = start(&config) => started?,
+        _ = &mut shutdown => {
+            info!("shutting down before start-up finished");
+            return Ok(());
+        }
+    };
+    let Started { prepared, link, js } = started;
     let stop = CancellationToken::new();
     let mut loops = JoinSet::new();
-    for (handler, pre) in prepared.handlers {
-        let dispatcher = Arc::new(Dispatcher {
-            backoff: Backoff::new(handler.backoff.clone(), handler.backoff_jitter),
-            host: Arc::new(HostContext {
-                handler: handler.clone(),
-            }),
-            config: handler.clone(),
-            engine: prepared.engine.clone(),
-            pre,
-            js: js.clone(),
-            idle: std::sync::Mutex::new(Vec::new()),
-        });
+    let Prepared {
+        guests, _ticker, ..
+    } = prepared;
+    for guest in guests {
+        let handler = guest.handler().clone();
+        let dispatcher = Arc::new(Dispatcher::new(guest, js.clone()));
         info!(
             handler = %handler.name,
             stream = %handler.stream,
@@ -112,92 +172,127 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             concurrency = handler.concurrency,
             "handler running"
         );
-        loops.spawn(consumer::run(
+        let name = handler.name.clone();
+        let run = pull::run(
             dispatcher,
             js.clone(),
             stop.clone(),
             config.runtime.drain_timeout,
-        ));
+        );
+        loops.spawn(async move { (name, run.await) });
     }
+    let mut failed = Vec::new();
     tokio::select! {
-        _ = shutdown => info!("shutting down: no new deliveries; draining"),
-        Some(ended) = loops.join_next() => {
-            // A pull loop only ends on its own by failing.
-            error!(?ended, "a handler loop stopped unexpectedly; shutting down");
-        }
+        _ = &mut shutdown => info!("shutting down: no new deliveries; draining"),
+        Some(ended) = loops.join_next() => failed.extend(ended_badly(ended)),
     }
     stop.cancel();
     while let Some(ended) = loops.join_next().await {
-        if let Ok(Err(e)) = ended {
-            warn!(error = format!("{e:#}"), "handler loop ended with an error");
-        }
+        failed.extend(ended_badly(ended));
     }
-    client.flush().await.ok();
-    info!("stopped");
-    Ok(())
+    if tokio::time::timeout(Duration::from_secs(1), link.client.flush())
+        .await
+        .is_err()
+    {
+        warn!(
+            connected = link.state.connected(),
+            "could not flush the last acks to the server; what they settled will be redelivered"
+        );
+    }
+    if failed.is_empty() {
+        info!(reconnects = link.state.reconnects(), "stopped");
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{}", failed.join("; ")))
+    }
 }
 
-/// Checks that dead-letter copies and outputs have a stream to land in, and
-/// that dead-letter copies cannot loop back into the handler's own consumer.
-async fn verify_subjects(js: &jetstream::Context, handler: &HandlerConfig) -> anyhow::Result<()> {
-    if let Some(dl) = &handler.dead_letter {
-        let stream = js.stream_by_subject(dl.clone()).await.map_err(|_| {
-            anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\"; \
-                 create one (e.g. `nats stream add DLQ --subjects '{dl}'`) so dead-letter copies are kept",
-                handler.name
-            )
-        })?;
-        let filter_hits = handler
-            .filter_subject
-            .as_deref()
-            .is_none_or(|f| subject_matches(f, dl));
-        if stream == handler.stream && filter_hits {
-            bail!(
-                "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
-                 stream \"{}\" and would be delivered back to it; use a subject outside its filter",
-                handler.name,
-                handler.stream
-            );
-        }
-    }
-    for pattern in &handler.publish {
-        if pattern.contains(['*', '>']) {
-            continue;
-        }
-        js.stream_by_subject(pattern.clone()).await.map_err(|_| {
-            anyhow::anyhow!(
-                "handler \"{}\": field `publish`: no stream stores subject \"{pattern}\"; \
-                 outputs must land in JetStream, so create a stream for it",
-                handler.name
-            )
-        })?;
-    }
-    Ok(())
+/// A handler loop that ended with an error or a panic, as one message.
+fn ended_badly(
+    ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
+) -> Option<String> {
+    let message = match ended {
+        Ok((_, Ok(()))) => return None,
+        Ok((name, Err(e))) => format!("handler \"{name}\" stopped: {e:#}"),
+        Err(e) => format!("a handler loop panicked: {e}"),
+    };
+    error!(error = %message, "a handler stopped; shutting the others down");
+    Some(message)
 }
 
-/// SIGINT and SIGTERM, listened for from creation on, so that a signal
-/// arriving while the previous one is being handled is not missed.
-pub struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
+struct Started {
+    prepared: Prepared,
+    link: connect::Link,
+    js: jetstream::Context,
 }
 
-impl Signals {
-    /// Installs the handlers; call from inside the Tokio runtime.
-    pub fn new() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-        })
-    }
-
-    /// Resolves on the next SIGINT or SIGTERM.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+/// Compiles, connects and binds every handler, waiting out a server that
+/// cannot answer yet for up to `startup_timeout`.
+async fn start(config: &Config) -> anyhow::Result<Started> {
+    let prepared = prepare(config).await?;
+    let link = connect::link(&config.nats, "wharf").await?;
+    prepared
+        .max_payload
+        .set(link.client.server_info().max_payload);
+    let mut js = jetstream::new(link.client.clone());
+    js.set_timeout(binding::REQUEST_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
+    for guest in &prepared.guests {
+        let handler = guest.handler();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let bound = match binding::subjects(&js, handler).await {
+                Ok(()) => binding::consumer(&js, handler, Seen::First)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match bound {
+                Ok(()) => break,
+                Err(BindError::Config(e)) => return Err(e),
+                Err(BindError::Unavailable(e)) => {
+                    if tokio::time::Instant::now() + delay > deadline {
+                        return Err(e.context(format!(
+                            "the server did not answer within startup_timeout ({})",
+                            humantime::format_duration(config.runtime.startup_timeout)
+                        )));
+                    }
+                    warn!(handler = %handler.name, error = format!("{e:#}"), "waiting for the server");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
         }
+    }
+    Ok(Started { prepared, link, js })
+}
+
+/// Measurements for the benchmark, through the same sandbox a delivery gets.
+pub mod bench {
+    use std::time::Duration;
+
+    use crate::bindings::{Delivery, Message};
+    use crate::config::Config;
+
+    /// Runs the first handler's component `n` times without NATS, each time
+    /// in a fresh instance with a 128-byte payload, and returns the mean
+    /// time to instantiate and the mean time of the call.
+    pub async fn per_delivery(config: &Config, n: u32) -> anyhow::Result<(Duration, Duration)> {
+        let prepared = super::prepare(config).await?;
+        let message = Message {
+            subject: "bench".into(),
+            payload: vec![0u8; 128],
+            headers: Vec::new(),
+            delivery: Delivery {
+                stream: "S".into(),
+                consumer: "c".into(),
+                stream_sequence: 1,
+                consumer_sequence: 1,
+                attempt: 1,
+                max_attempts: 5,
+                published_at_nanos: 0,
+            },
+        };
+        prepared.guests[0].time(&message, n).await
     }
 }

@@ -1,174 +1,192 @@
-//! The delivery's outbox: what a guest publishes is held here and released
-//! only after the guest succeeded, each message with a deterministic
-//! `Nats-Msg-Id` so that a redelivery cannot duplicate it downstream.
+//! Releasing a delivery's outbox: its messages published in order, each with
+//! a deterministic `Nats-Msg-Id` and the source trail, every PubAck awaited.
+//! What the guest publishes is collected by `crate::host::publish`.
 
-use std::sync::Arc;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use tracing::{debug, warn};
 
-use anyhow::Context as _;
-use async_nats::HeaderMap;
-use async_nats::header::{HeaderName, HeaderValue};
-use async_nats::jetstream;
-use bytes::Bytes;
+use crate::headers;
+use crate::host::publish::Outgoing;
 
-use crate::bindings::{Header, PublishError};
-use crate::config::{HandlerConfig, subject_matches, validate_subject};
+/// Longest `tracestate` carried over to outputs (the W3C limit is 512 bytes).
+pub(crate) const MAX_TRACESTATE: usize = 512;
 
 /// Where a delivery came from; outputs and dead-letter copies carry it.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     pub stream: String,
+    pub consumer: String,
     pub subject: String,
     pub stream_sequence: u64,
-    /// W3C trace context of the input, propagated to outputs.
+    /// W3C trace context for outputs.
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
-/// The id JetStream uses to drop a repeated output of the same delivery.
-pub fn output_msg_id(source: &Source, index: usize) -> String {
-    format!(
-        "wharf:{}:{}:{}",
-        source.stream, source.stream_sequence, index
-    )
-}
-
-/// One message waiting in the outbox.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub subject: String,
-    pub payload: Bytes,
-    pub headers: HeaderMap,
-    /// Whether the guest set its own `Nats-Msg-Id`, which then wins.
-    has_msg_id: bool,
-}
-
-/// Messages published by the guest during one delivery.
+/// Why the outbox could not be released.
 #[derive(Debug)]
-pub struct Outbox {
-    handler: Arc<HandlerConfig>,
-    entries: Vec<Outgoing>,
-    bytes: u64,
+pub(crate) enum FlushError {
+    /// The server will not take an output as it is (too large, no stream
+    /// stores its subject, a failed expectation): what the guest produced
+    /// cannot be stored, and trying again will not change that.
+    Refused(String),
+    /// The server could not be reached, or a stream did not answer: the
+    /// host's failure, worth trying again.
+    Unavailable(anyhow::Error),
 }
 
-impl Outbox {
-    pub fn new(handler: Arc<HandlerConfig>) -> Outbox {
-        Outbox {
-            handler,
-            entries: Vec::new(),
-            bytes: 0,
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushError::Refused(why) => f.write_str(why),
+            FlushError::Unavailable(e) => write!(f, "{e:#}"),
         }
-    }
-
-    /// Adds a message, or tells the guest why not. Never touches the network.
-    pub fn push(
-        &mut self,
-        subject: String,
-        payload: Vec<u8>,
-        headers: Vec<Header>,
-    ) -> Result<(), PublishError> {
-        validate_subject(&subject, false).map_err(PublishError::Invalid)?;
-        if !self
-            .handler
-            .publish
-            .iter()
-            .any(|p| subject_matches(p, &subject))
-        {
-            return Err(PublishError::NotAllowed(format!(
-                "subject \"{subject}\" is not in handler \"{}\"'s publish allow-list",
-                self.handler.name
-            )));
-        }
-        if self.entries.len() >= self.handler.max_outbox_messages {
-            return Err(PublishError::OutboxFull(format!(
-                "at most {} messages per delivery",
-                self.handler.max_outbox_messages
-            )));
-        }
-        let mut size = payload.len() as u64 + subject.len() as u64;
-        let mut map = HeaderMap::new();
-        let mut has_msg_id = false;
-        for h in headers {
-            let name = HeaderName::try_from(h.name.as_str()).map_err(|_| {
-                PublishError::Invalid(format!("invalid header name \"{}\"", h.name))
-            })?;
-            if h.name.eq_ignore_ascii_case("Nats-Msg-Id") {
-                has_msg_id = true;
-            }
-            for v in h.values {
-                if v.contains(['\r', '\n']) {
-                    return Err(PublishError::Invalid(format!(
-                        "header \"{}\" has a line break in its value",
-                        h.name
-                    )));
-                }
-                size += (h.name.len() + v.len()) as u64;
-                map.append(name.clone(), HeaderValue::from(v));
-            }
-        }
-        if self.bytes + size > self.handler.max_outbox_bytes {
-            return Err(PublishError::OutboxFull(format!(
-                "at most {} bytes per delivery",
-                self.handler.max_outbox_bytes
-            )));
-        }
-        self.bytes += size;
-        self.entries.push(Outgoing {
-            subject,
-            payload: Bytes::from(payload),
-            headers: map,
-            has_msg_id,
-        });
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn take(&mut self) -> Vec<Outgoing> {
-        self.bytes = 0;
-        std::mem::take(&mut self.entries)
     }
 }
 
 /// Publishes the outbox in order and waits for every PubAck. Only when this
-/// returns `Ok` may the input be acked.
-pub async fn flush(
+/// returns `Ok` may the input be acked. Publishing the same outbox again
+/// (after a failure, or on a redelivery) stores nothing twice: the ids
+/// are the same, and JetStream drops repeats within its duplicate window.
+///
+/// `first_try` says whether this delivery can have stored these outputs
+/// before; a PubAck that says "duplicate" when it cannot is logged as a
+/// warning (another publisher used the same id), not taken silently.
+pub(crate) async fn flush(
     js: &jetstream::Context,
     source: &Source,
-    entries: Vec<Outgoing>,
-) -> anyhow::Result<()> {
+    entries: &[Outgoing],
+    first_try: bool,
+) -> Result<(), FlushError> {
     let mut acks = Vec::with_capacity(entries.len());
-    for (index, mut out) in entries.into_iter().enumerate() {
+    for (index, out) in entries.iter().enumerate() {
+        let mut headers = out.headers.clone();
         if !out.has_msg_id {
-            out.headers
-                .insert("Nats-Msg-Id", output_msg_id(source, index).as_str());
+            let id = headers::output_id(
+                &source.stream,
+                &source.consumer,
+                source.stream_sequence,
+                index,
+            );
+            headers.insert(headers::MSG_ID, id.as_str());
         }
-        out.headers
-            .insert("Wharf-Source-Stream", source.stream.as_str());
-        out.headers.insert(
-            "Wharf-Source-Sequence",
+        headers.insert(headers::SOURCE_STREAM, source.stream.as_str());
+        headers.insert(
+            headers::SOURCE_SEQUENCE,
             source.stream_sequence.to_string().as_str(),
         );
-        if let Some(tp) = &source.traceparent
-            && out.headers.get("traceparent").is_none()
+        if headers.get(headers::TRACEPARENT).is_none()
+            && let Some(tp) = &source.traceparent
         {
-            out.headers.insert("traceparent", tp.as_str());
+            headers.insert(headers::TRACEPARENT, tp.as_str());
+            if let Some(ts) = &source.tracestate {
+                headers.insert(headers::TRACESTATE, ts.as_str());
+            }
         }
-        let subject = out.subject.clone();
         let ack = js
-            .publish_with_headers(out.subject, out.headers, out.payload)
+            .publish_with_headers(out.subject.clone(), headers, out.payload.clone())
             .await
-            .with_context(|| format!("publishing output {index} to \"{subject}\""))?;
-        acks.push((index, subject, ack));
+            .map_err(|e| {
+                classify(
+                    &format!("output {index} to \"{}\"", out.subject),
+                    &out.subject,
+                    e,
+                )
+            })?;
+        acks.push(ack);
     }
-    for (index, subject, ack) in acks {
-        ack.await.with_context(|| {
-            format!("output {index} to \"{subject}\" was not confirmed by JetStream")
-        })?;
+    let mut refused = None;
+    for (index, ack) in acks.into_iter().enumerate() {
+        let out = &entries[index];
+        match ack.await {
+            Ok(ack) if ack.duplicate && first_try && !out.has_msg_id => warn!(
+                index,
+                subject = %out.subject,
+                stream = %ack.stream,
+                "output was already stored under its id by another publisher; JetStream kept that copy"
+            ),
+            Ok(ack) if ack.duplicate => {
+                debug!(index, subject = %out.subject, "output already stored (deduplicated)")
+            }
+            Ok(_) => {}
+            Err(e) => match classify(
+                &format!("output {index} to \"{}\"", out.subject),
+                &out.subject,
+                e,
+            ) {
+                // Every PubAck is awaited before deciding, so that a refusal
+                // is told apart from an outage in the same flush.
+                FlushError::Refused(why) => refused = refused.or(Some(why)),
+                FlushError::Unavailable(e) => return Err(FlushError::Unavailable(e)),
+            },
+        }
     }
-    Ok(())
+    match refused {
+        Some(why) => Err(FlushError::Refused(why)),
+        None => Ok(()),
+    }
+}
+
+/// Sorts a failed publish of `what` into refused (the message's fault) and unavailable
+/// (the host's). "No responders" is both a subject no stream stores and a
+/// stream electing a leader; `resolve` tells them apart later.
+pub(crate) fn classify(
+    what: &str,
+    subject: &str,
+    e: jetstream::context::PublishError,
+) -> FlushError {
+    let what = what.to_string();
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => FlushError::Refused(format!("{what}: {e}")),
+        PublishErrorKind::Other => match jetstream_error(&e) {
+            Some(api) if (400..500).contains(&api.code()) => {
+                FlushError::Refused(format!("{what}: refused by JetStream: {api}"))
+            }
+            _ => FlushError::Unavailable(anyhow::Error::new(e).context(what)),
+        },
+        PublishErrorKind::StreamNotFound => {
+            FlushError::Unavailable(anyhow::Error::new(NoStream(subject.to_string())).context(what))
+        }
+        _ => FlushError::Unavailable(anyhow::Error::new(e).context(what)),
+    }
+}
+
+/// A publish that no stream answered.
+#[derive(Debug, thiserror::Error)]
+#[error("no stream answered for subject \"{0}\"")]
+pub(crate) struct NoStream(pub String);
+
+/// Decides whether "no stream answered" means that no stream stores the
+/// subject (the guest's output has nowhere to go: refused) or that its
+/// stream is there but did not answer (a leader election, an offline
+/// replica: unavailable). Asks JetStream's metadata leader. A subject the
+/// configuration names literally was checked at start-up: its stream
+/// missing now is an outage for the operator to fix, never the guest's fault.
+pub(crate) async fn resolve(
+    js: &jetstream::Context,
+    error: FlushError,
+    configured: impl Fn(&str) -> bool,
+) -> FlushError {
+    let FlushError::Unavailable(e) = error else {
+        return error;
+    };
+    let Some(NoStream(subject)) = e.downcast_ref::<NoStream>() else {
+        return FlushError::Unavailable(e);
+    };
+    if configured(subject) {
+        return FlushError::Unavailable(e);
+    }
+    match js.stream_by_subject(subject.clone()).await {
+        Err(lookup) if lookup.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+            FlushError::Refused(format!("{e:#}: no stream stores subject \"{subject}\""))
+        }
+        _ => FlushError::Unavailable(e),
+    }
+}
+
+/// The JetStream API error inside a failed publish, if the server sent one.
+fn jetstream_error(e: &jetstream::context::PublishError) -> Option<&jetstream::Error> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>())
 }

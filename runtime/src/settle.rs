@@ -1,6 +1,6 @@
 //! The settlement table of DESIGN.md §3 as code: what a delivery produced
-//! (`Outcome`) and the one function that maps it to what the broker is told
-//! (`Action`).
+//! (`Outcome`) and the one function that maps it to what the host does next
+//! (`Action`), the host's own failures included.
 
 use std::fmt;
 use std::time::Duration;
@@ -27,6 +27,18 @@ pub enum Outcome {
     Reject { reason: String },
     /// The guest did not return at all.
     Failed { failure: Failure, detail: String },
+    /// The guest succeeded but the server refused one of its outputs for
+    /// good (too large, no stream stores its subject, a failed expectation):
+    /// a failure of what the guest produced.
+    OutputRefused { detail: String },
+    /// The delivery arrived after the final attempt: an earlier delivery
+    /// never settled (the host crashed, was killed, or handed it back), so
+    /// the guest is not run again.
+    PastFinalAttempt,
+    /// The host could not store the outputs or the dead-letter copy (the
+    /// server unreachable, a stream unavailable or refusing the copy);
+    /// `tries` failed so far.
+    HostFailed { tries: u32 },
 }
 
 /// The reason kind written to a dead-letter copy's `Wharf-Reason-Kind` header.
@@ -37,6 +49,8 @@ pub enum DeadLetterKind {
     Trap,
     Timeout,
     Memory,
+    Output,
+    Crashed,
 }
 
 impl DeadLetterKind {
@@ -47,6 +61,18 @@ impl DeadLetterKind {
             DeadLetterKind::Trap => "trap",
             DeadLetterKind::Timeout => "timeout",
             DeadLetterKind::Memory => "memory",
+            DeadLetterKind::Output => "output",
+            DeadLetterKind::Crashed => "crashed",
+        }
+    }
+}
+
+impl From<Failure> for DeadLetterKind {
+    fn from(failure: Failure) -> DeadLetterKind {
+        match failure {
+            Failure::Trap => DeadLetterKind::Trap,
+            Failure::Timeout => DeadLetterKind::Timeout,
+            Failure::Memory => DeadLetterKind::Memory,
         }
     }
 }
@@ -69,7 +95,15 @@ pub enum Action {
         kind: DeadLetterKind,
         reason: String,
     },
+    /// Keep the message (its lease is kept alive) and try the step that
+    /// failed again after `delay`. Never ack, never term.
+    RetryStep { delay: Duration },
 }
+
+/// The first delay after a host-side failure; it doubles with each one.
+const HOST_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest delay between two tries of a failed host-side step.
+pub const HOST_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The retry delays of one handler.
 #[derive(Debug, Clone)]
@@ -102,11 +136,13 @@ impl Backoff {
     }
 }
 
-/// Maps what a delivery produced to what the broker is told.
+/// Maps what a delivery produced to what the host does next.
 ///
 /// `attempt` is this delivery's attempt (1-based); on `max_attempts` and after
 /// it, a failure dead-letters instead of retrying, so JetStream's own
-/// `max_deliver` never silently stops a message.
+/// `max_deliver` never silently stops a message. A failure of the host's
+/// own (storing outputs or the copy) is never the message's fault: it keeps
+/// the message and tries again, backing off up to `HOST_RETRY_MAX`.
 pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backoff) -> Action {
     let last = attempt >= max_attempts;
     match outcome {
@@ -122,15 +158,28 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
             kind: DeadLetterKind::Exhausted,
             reason: format!("handler asked to retry on attempt {attempt} of {max_attempts}"),
         },
-        Outcome::Failed { .. } if !last => Action::Nak {
+        Outcome::Failed { .. } | Outcome::OutputRefused { .. } if !last => Action::Nak {
             delay: backoff.delay(attempt),
         },
+        Outcome::OutputRefused { detail } => Action::DeadLetter {
+            kind: DeadLetterKind::Output,
+            reason: detail,
+        },
+        Outcome::PastFinalAttempt => Action::DeadLetter {
+            kind: DeadLetterKind::Crashed,
+            reason: format!(
+                "delivery {attempt} arrived after the final attempt ({max_attempts}): an earlier \
+                 delivery never settled (the host crashed, was killed, or handed the message back \
+                 at shutdown), so the handler was not run again"
+            ),
+        },
+        Outcome::HostFailed { tries } => Action::RetryStep {
+            delay: HOST_RETRY_FIRST
+                .saturating_mul(1 << tries.min(16))
+                .min(HOST_RETRY_MAX),
+        },
         Outcome::Failed { failure, detail } => Action::DeadLetter {
-            kind: match failure {
-                Failure::Trap => DeadLetterKind::Trap,
-                Failure::Timeout => DeadLetterKind::Timeout,
-                Failure::Memory => DeadLetterKind::Memory,
-            },
+            kind: failure.into(),
             reason: detail,
         },
     }
@@ -156,6 +205,9 @@ mod tests {
             reason: reason.into(),
         };
         let retry_reason = "handler asked to retry on attempt 3 of 3";
+        let refused = || Outcome::OutputRefused {
+            detail: "too big".into(),
+        };
         // (outcome, attempt, max attempts, expected action)
         let rows: Vec<(Outcome, u32, u32, Action)> = vec![
             (Outcome::Ok, 1, 3, Action::PublishThenAck),
@@ -222,6 +274,46 @@ mod tests {
             ),
             // A redelivery past the final attempt (its dead-letter publish failed) still dead-letters.
             (trap(Failure::Trap), 4, 3, dl(DeadLetterKind::Trap, "boom")),
+            // An output the server refuses is the guest's failure: retried, then dead-lettered.
+            (refused(), 1, 3, Action::Nak { delay: secs(1) }),
+            (refused(), 3, 3, dl(DeadLetterKind::Output, "too big")),
+            // Past the final attempt the guest is not run: dead-letter as crashed.
+            (
+                Outcome::PastFinalAttempt,
+                4,
+                3,
+                dl(
+                    DeadLetterKind::Crashed,
+                    "delivery 4 arrived after the final attempt (3): an earlier delivery never \
+                     settled (the host crashed, was killed, or handed the message back at \
+                     shutdown), so the handler was not run again",
+                ),
+            ),
+            // Host-side failures keep the message, backing off exponentially up to a cap.
+            (
+                Outcome::HostFailed { tries: 0 },
+                1,
+                3,
+                Action::RetryStep {
+                    delay: Duration::from_millis(100),
+                },
+            ),
+            (
+                Outcome::HostFailed { tries: 3 },
+                3,
+                3,
+                Action::RetryStep {
+                    delay: Duration::from_millis(800),
+                },
+            ),
+            (
+                Outcome::HostFailed { tries: 40 },
+                9,
+                3,
+                Action::RetryStep {
+                    delay: HOST_RETRY_MAX,
+                },
+            ),
             // One attempt only: the first failure is final.
             (
                 Outcome::Retry { delay: None },

@@ -107,7 +107,7 @@ async fn reject_dead_letters_with_payload_headers_and_reason() {
     assert_eq!(header(dl, "Wharf-Source-Sequence"), Some("1"));
     assert_eq!(header(dl, "Wharf-Delivery-Count"), Some("1"));
     assert!(header(dl, "Wharf-Failed-At").is_some());
-    assert_eq!(header(dl, "Nats-Msg-Id"), Some("wharf-dlq:IN:1"));
+    assert_eq!(header(dl, "Nats-Msg-Id"), Some("wharf-dlq:IN:test:1"));
     let info = consumer_info(&js).await;
     assert_eq!(
         info.delivered.consumer_sequence, 1,
@@ -139,8 +139,8 @@ async fn outputs_carry_ids_source_trail_and_trace_context() {
     let out = messages(&js, "OUT").await;
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].subject.as_str(), "out.a");
-    assert_eq!(header(&out[0], "Nats-Msg-Id"), Some("wharf:IN:1:0"));
-    assert_eq!(header(&out[1], "Nats-Msg-Id"), Some("wharf:IN:1:1"));
+    assert_eq!(header(&out[0], "Nats-Msg-Id"), Some("wharf:IN:test:1:0"));
+    assert_eq!(header(&out[1], "Nats-Msg-Id"), Some("wharf:IN:test:1:1"));
     assert_eq!(header(&out[1], "Wharf-Source-Stream"), Some("IN"));
     assert_eq!(header(&out[1], "Wharf-Source-Sequence"), Some("1"));
     assert_eq!(header(&out[0], "traceparent"), Some(tp));

@@ -85,7 +85,8 @@ async fn server_restart_mid_stream_loses_nothing() {
     assert_exactly_once(&js, N).await;
 }
 
-/// With the dead-letter stream gone, rejected messages wait (never termed); once it is back, they land there.
+/// With the dead-letter stream gone, rejected messages are held (never termed,
+/// never redelivered: their leases are kept alive); once it is back, they land there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_stream_outage_holds_messages_until_it_returns() {
     let (server, js) = bed().await;
@@ -95,16 +96,18 @@ async fn dead_letter_stream_outage_holds_messages_until_it_returns() {
     for _ in 0..5 {
         publish_behave(&js, "in.a", "reject:bad").await;
     }
-    // Each message fails to dead-letter and is nak'd: it keeps being redelivered.
-    eventually("the messages were redelivered", || async {
+    eventually("all five are held", || async {
         let info = consumer_info(&js).await;
-        info.num_redelivered >= 5 && info.delivered.consumer_sequence >= 15
+        info.num_ack_pending == 5
     })
     .await;
+    // Past ack_wait (2 s): still held, not redelivered.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let info = consumer_info(&js).await;
-    assert!(
-        info.num_ack_pending + info.num_pending as usize == 5,
-        "all five are still owed to the consumer: {info:?}"
+    assert_eq!(info.num_ack_pending, 5, "{info:?}");
+    assert_eq!(
+        info.num_redelivered, 0,
+        "held, not cycled through naks: {info:?}"
     );
     stream(&js, "DLQ", &["dlq.>"]).await;
     wait_count(&js, "DLQ", 5).await;

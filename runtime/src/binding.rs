@@ -1,0 +1,403 @@
+//! Binding a handler to the broker: its stream, its durable consumer
+//! (created when absent, otherwise verified setting by setting, never
+//! updated behind the operator's back), and the streams its dead-letter
+//! copies and literal outputs land in.
+//!
+//! Every failure is one of two kinds: the configuration does not match the
+//! server (a missing stream, a conflicting consumer: refuse to run), or the
+//! server cannot say right now (a timeout, a leader election: wait and try
+//! again). Only "not found" means absent.
+
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::ConsumerCreateStrictErrorKind;
+use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
+use tracing::{info, warn};
+
+use crate::config::HandlerConfig;
+use crate::pull::PULL_EXPIRES;
+use crate::subject;
+
+/// Why a handler could not be bound.
+#[derive(Debug)]
+pub(crate) enum BindError {
+    /// The configuration does not match the server; trying again will not help.
+    Config(anyhow::Error),
+    /// The server could not answer now (unreachable, electing a leader).
+    Unavailable(anyhow::Error),
+}
+
+impl BindError {
+    pub(crate) fn into_error(self) -> anyhow::Error {
+        match self {
+            BindError::Config(e) | BindError::Unavailable(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::Config(e) | BindError::Unavailable(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// The consumer settings Wharf needs for `handler`.
+pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(handler.consumer.clone()),
+        description: Some(format!("wharf handler \"{}\"", handler.name)),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: handler.ack_wait,
+        // Unlimited: the host dead-letters on the final attempt itself, so
+        // JetStream's own limit must never be what stops a message.
+        max_deliver: -1,
+        filter_subject: handler.filter_subject.clone().unwrap_or_default(),
+        max_ack_pending: max_ack_pending(handler),
+        ..Default::default()
+    }
+}
+
+/// Room for several hosts sharing the consumer, each holding `concurrency`
+/// running and `prefetch` waiting.
+fn max_ack_pending(handler: &HandlerConfig) -> i64 {
+    (held(handler) as i64 * 16).max(1000)
+}
+
+/// The most messages one host holds for the handler at once.
+fn held(handler: &HandlerConfig) -> usize {
+    handler.concurrency + handler.prefetch
+}
+
+/// The handler's stream.
+pub(crate) async fn stream(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+) -> Result<jetstream::stream::Stream, BindError> {
+    js.get_stream(&handler.stream).await.map_err(|e| {
+        let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND);
+        if missing {
+            BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `stream`: stream \"{}\" does not exist; create it, \
+                 or declare it in [[stream]] and use `wharf dev`",
+                handler.name,
+                handler.stream
+            ))
+        } else {
+            BindError::Unavailable(anyhow::anyhow!(
+                "handler \"{}\": stream \"{}\" is not available: {e}",
+                handler.name,
+                handler.stream
+            ))
+        }
+    })
+}
+
+/// Whether the consumer existed before: then its disappearance is noticed,
+/// and it is created again only if the handler opted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Binding at start-up: an absent consumer is created.
+    First,
+    /// Binding again while running: the consumer was bound before.
+    Before,
+}
+
+/// Binds the handler's durable consumer: creates it when it does not
+/// exist, or checks that the existing one has every setting that changes
+/// how messages are delivered as Wharf needs it, and says what differs.
+pub(crate) async fn consumer(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+    seen: Seen,
+) -> Result<PullConsumer, BindError> {
+    let stream = stream(js, handler).await?;
+    let name = &handler.consumer;
+    let what = || {
+        format!(
+            "handler \"{}\": consumer \"{name}\" on stream \"{}\"",
+            handler.name, handler.stream
+        )
+    };
+    match stream.consumer_info(name).await {
+        Ok(existing) => {
+            let diffs = differences(&existing.config, handler);
+            if !diffs.is_empty() {
+                return Err(BindError::Config(anyhow::anyhow!(
+                    "{} exists with different settings: {}; delete it (it will be recreated) \
+                     or change the config to match",
+                    what(),
+                    diffs.join("; ")
+                )));
+            }
+            stream
+                .get_consumer(name)
+                .await
+                .map_err(|e| BindError::Unavailable(anyhow::anyhow!("{}: {e}", what())))
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            if seen == Seen::Before && !handler.recreate_consumer {
+                return Err(BindError::Config(anyhow::anyhow!(
+                    "{} was deleted while the host was running; stopping the handler rather than \
+                     creating it again from the start of the stream (set `recreate_consumer = true` \
+                     to allow that)",
+                    what()
+                )));
+            }
+            if seen == Seen::Before {
+                warn!(handler = %handler.name, consumer = %name, stream = %handler.stream, "consumer was deleted; creating it again from the start of the stream, as recreate_consumer allows");
+            } else {
+                info!(handler = %handler.name, consumer = %name, stream = %handler.stream, "creating durable consumer");
+            }
+            // Strict: if another host created it meanwhile with other
+            // settings, this fails instead of changing them.
+            stream
+                .create_consumer_strict(desired(handler))
+                .await
+                .map_err(|e| match e.kind() {
+                    ConsumerCreateStrictErrorKind::AlreadyExists
+                    | ConsumerCreateStrictErrorKind::TimedOut
+                    | ConsumerCreateStrictErrorKind::Request => {
+                        BindError::Unavailable(anyhow::anyhow!("{}: creating it: {e}", what()))
+                    }
+                    _ => BindError::Config(anyhow::anyhow!("{}: creating it: {e}", what())),
+                })
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::StreamNotFound => Err(BindError::Config(
+            anyhow::anyhow!("{}: the stream does not exist", what()),
+        )),
+        Err(e) => Err(BindError::Unavailable(anyhow::anyhow!(
+            "{}: not available: {e}",
+            what()
+        ))),
+    }
+}
+
+/// Every setting of an existing consumer that would change how Wharf's
+/// messages are delivered, compared with what the handler needs.
+pub(crate) fn differences(
+    have: &jetstream::consumer::Config,
+    handler: &HandlerConfig,
+) -> Vec<String> {
+    let want = desired(handler);
+    let mut diffs = Vec::new();
+    if have.ack_policy != AckPolicy::Explicit {
+        diffs.push(format!(
+            "ack_policy is {:?}, Wharf needs Explicit",
+            have.ack_policy
+        ));
+    }
+    if have.deliver_subject.is_some() {
+        diffs.push("it is a push consumer, Wharf needs a pull consumer".to_string());
+    }
+    let mut filters: Vec<&str> = have.filter_subjects.iter().map(String::as_str).collect();
+    if !have.filter_subject.is_empty() {
+        filters.push(&have.filter_subject);
+    }
+    let wanted: Vec<&str> = Some(want.filter_subject.as_str())
+        .filter(|f| !f.is_empty())
+        .into_iter()
+        .collect();
+    if filters != wanted {
+        diffs.push(format!("it filters {filters:?}, config says {wanted:?}"));
+    }
+    if have.ack_wait != want.ack_wait {
+        diffs.push(format!(
+            "ack_wait is {}, config says {}",
+            humantime::format_duration(have.ack_wait),
+            humantime::format_duration(want.ack_wait)
+        ));
+    }
+    if have.max_deliver > 0 {
+        diffs.push(format!(
+            "max_deliver is {}; Wharf needs -1 (unlimited): it dead-letters on the final \
+             attempt itself, and JetStream's limit would stop messages without a copy",
+            have.max_deliver
+        ));
+    }
+    if !have.backoff.is_empty() {
+        diffs.push("it has a redelivery backoff; Wharf needs none (it naks with its own)".into());
+    }
+    if have.headers_only {
+        diffs.push("headers_only is set; Wharf needs the payloads".into());
+    }
+    if have.replay_policy != ReplayPolicy::Instant {
+        diffs.push("replay_policy is Original; Wharf needs Instant".into());
+    }
+    if have.rate_limit > 0 {
+        diffs.push(format!(
+            "rate_limit is {} bit/s; Wharf needs none",
+            have.rate_limit
+        ));
+    }
+    let need = held(handler) as i64;
+    if have.max_ack_pending > 0 && have.max_ack_pending < need {
+        diffs.push(format!(
+            "max_ack_pending is {}, below the {need} messages one host holds (concurrency + prefetch)",
+            have.max_ack_pending
+        ));
+    }
+    if have.max_batch > 0 && have.max_batch < need {
+        diffs.push(format!(
+            "max_batch is {}, below the {need} messages one pull may ask for (concurrency + prefetch)",
+            have.max_batch
+        ));
+    }
+    if !have.max_expires.is_zero() && have.max_expires < PULL_EXPIRES {
+        diffs.push(format!(
+            "max_expires is {}, below the {} a pull waits",
+            humantime::format_duration(have.max_expires),
+            humantime::format_duration(PULL_EXPIRES)
+        ));
+    }
+    if !have.inactive_threshold.is_zero() {
+        diffs.push(format!(
+            "inactive_threshold is {}: the server would delete it when idle",
+            humantime::format_duration(have.inactive_threshold)
+        ));
+    }
+    diffs
+}
+
+/// Checks that dead-letter copies and literal outputs have a stream to land
+/// in, and that dead-letter copies cannot loop back into the handler's own consumer.
+pub(crate) async fn subjects(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+) -> Result<(), BindError> {
+    if let Some(dl) = &handler.dead_letter {
+        let stored = stored_by(js, dl).await.map_err(|e| {
+            BindError::Unavailable(e.context(format!(
+                "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
+                handler.name
+            )))
+        })?;
+        let Some(stream) = stored else {
+            return Err(BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\"; \
+                 create one (e.g. `nats stream add DLQ --subjects '{dl}'`) so dead-letter copies are kept",
+                handler.name
+            )));
+        };
+        let filter_hits = handler
+            .filter_subject
+            .as_deref()
+            .is_none_or(|f| subject::matches(f, dl));
+        if stream == handler.stream && filter_hits {
+            return Err(BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
+                 stream \"{}\" and would be delivered back to it; use a subject outside its filter",
+                handler.name,
+                handler.stream
+            )));
+        }
+    }
+    for subject in handler.publish.literals() {
+        let stored = stored_by(js, subject).await.map_err(|e| {
+            BindError::Unavailable(e.context(format!(
+                "handler \"{}\": finding the stream for publish subject \"{subject}\"",
+                handler.name
+            )))
+        })?;
+        if stored.is_none() {
+            return Err(BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `publish`: no stream stores subject \"{subject}\"; \
+                 outputs must land in JetStream, so create a stream for it",
+                handler.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The stream that stores `subject`: `Ok(None)` when none does, an error
+/// when the server cannot say.
+pub(crate) async fn stored_by(
+    js: &jetstream::Context,
+    subject: &str,
+) -> anyhow::Result<Option<String>> {
+    match js.stream_by_subject(subject.to_string()).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}
+
+/// How long a JetStream API request may take while binding: long enough
+/// for a loaded server, short enough to try again soon during an election.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use async_nats::jetstream::consumer::IntoConsumerConfig;
+
+    fn handler() -> HandlerConfig {
+        Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
+             dead_letter = \"dlq.h\"\nconcurrency = 4\nfilter_subject = \"in.a\"\n",
+        )
+        .unwrap()
+        .handlers
+        .remove(0)
+    }
+
+    #[test]
+    fn what_wharf_creates_passes_its_own_check() {
+        let h = handler();
+        let mut have = desired(&h).into_consumer_config();
+        assert_eq!(differences(&have, &h), Vec::<String>::new());
+        have.max_deliver = 0;
+        assert_eq!(differences(&have, &h), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_setting_that_changes_delivery_is_named() {
+        let h = handler();
+        let base = desired(&h).into_consumer_config();
+        type Change = Box<dyn Fn(&mut jetstream::consumer::Config)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("max_deliver", Box::new(|c| c.max_deliver = 10)),
+            (
+                "backoff",
+                Box::new(|c| c.backoff = vec![Duration::from_secs(1)]),
+            ),
+            ("headers_only", Box::new(|c| c.headers_only = true)),
+            (
+                "filters",
+                Box::new(|c| c.filter_subjects = vec!["in.b".into()]),
+            ),
+            ("filters", Box::new(|c| c.filter_subject = "in.>".into())),
+            (
+                "ack_wait",
+                Box::new(|c| c.ack_wait = Duration::from_secs(5)),
+            ),
+            ("ack_policy", Box::new(|c| c.ack_policy = AckPolicy::All)),
+            (
+                "replay_policy",
+                Box::new(|c| c.replay_policy = ReplayPolicy::Original),
+            ),
+            ("rate_limit", Box::new(|c| c.rate_limit = 1000)),
+            ("max_ack_pending", Box::new(|c| c.max_ack_pending = 2)),
+            ("max_batch", Box::new(|c| c.max_batch = 2)),
+            (
+                "inactive_threshold",
+                Box::new(|c| c.inactive_threshold = Duration::from_secs(5)),
+            ),
+            ("push", Box::new(|c| c.deliver_subject = Some("x".into()))),
+        ];
+        for (name, change) in cases {
+            let mut have = base.clone();
+            change(&mut have);
+            let diffs = differences(&have, &h);
+            assert!(diffs.iter().any(|d| d.contains(name)), "{name}: {diffs:?}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! One `[[handler]]` table: a component bound to a stream's durable
+//! consumer, with its limits and policies.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units::{is_valid_name, parse_duration};
+use super::{ConfigError, Site, defaults};
+use crate::subject::{self, AllowList};
+
+/// How a handler's instances are reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// A fresh instance for every delivery (the default).
+    Fresh,
+    /// An instance serves up to this many deliveries, one at a time, and is
+    /// replaced at once after any trap, timeout or memory failure.
+    Reuse(u32),
+}
+
+/// One handler: a component bound to one stream's durable consumer, with its limits.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// Names the handler in logs, metrics and dead-letter copies.
+    pub name: String,
+    /// The `.wasm` component, resolved against the config file's directory.
+    pub component: PathBuf,
+    /// The stream the handler consumes.
+    pub stream: String,
+    /// The durable consumer's name; defaults to `wharf-<handler>`.
+    pub consumer: String,
+    /// Only messages on subjects matching this are delivered; `None` takes the whole stream.
+    pub filter_subject: Option<String>,
+    /// Deliveries in flight at once for this handler, per host.
+    pub concurrency: usize,
+    /// Messages pulled ahead of a free slot, waiting in line (kept alive with
+    /// in-progress acks, handed back at once on shutdown).
+    pub prefetch: usize,
+    /// The attempt on which the host stops retrying and dead-letters.
+    pub max_attempts: u32,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Wall-clock limit for one delivery, whatever the guest is doing.
+    pub timeout: Duration,
+    /// Cap on an instance's linear memory, all of its memories together, in bytes.
+    pub memory: u64,
+    /// Optional fuel (instruction budget) per delivery; without it the
+    /// handler's guests are not metered at all.
+    pub fuel: Option<u64>,
+    /// Delay before attempt n+1 after a failure on attempt n; the last entry repeats.
+    pub backoff: Vec<Duration>,
+    /// Fraction (0..=1) of random spread added to each backoff delay.
+    pub backoff_jitter: f64,
+    /// Subject for dead-letter copies; must be captured by a stream.
+    pub dead_letter: Option<String>,
+    /// Explicit opt-in to drop messages that cannot be delivered when no dead-letter subject is set.
+    pub drop_after_max_attempts: bool,
+    /// Wait for the server to confirm each ack.
+    pub double_ack: bool,
+    /// Subjects the guest may publish to.
+    pub publish: AllowList,
+    /// `Nats-*` headers (besides `Nats-Msg-Id`) the guest may set on outputs.
+    pub allow_headers: Vec<String>,
+    /// Most messages one delivery may publish.
+    pub max_outbox_messages: usize,
+    /// Most bytes (payloads, subjects and headers, the host's included) one delivery may publish.
+    pub max_outbox_bytes: u64,
+    /// Cap on captured guest stdout and stderr per delivery.
+    pub max_output_bytes: u64,
+    /// Key/values the guest reads with `config`.
+    pub values: BTreeMap<String, String>,
+    /// Instance reuse policy.
+    pub isolation: Isolation,
+    /// Whether a consumer deleted while the host runs is created again (from
+    /// the start of the stream) instead of stopping the handler.
+    pub recreate_consumer: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHandler {
+    name: String,
+    component: PathBuf,
+    stream: String,
+    consumer: Option<String>,
+    filter_subject: Option<String>,
+    concurrency: Option<usize>,
+    prefetch: Option<usize>,
+    max_attempts: Option<u32>,
+    ack_wait: Option<String>,
+    timeout: Option<String>,
+    memory: Option<String>,
+    fuel: Option<u64>,
+    backoff: Option<Vec<String>>,
+    backoff_jitter: Option<f64>,
+    dead_letter: Option<String>,
+    drop_after_max_attempts: Option<bool>,
+    double_ack: Option<bool>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    allow_headers: Vec<String>,
+    max_outbox_messages: Option<usize>,
+    max_outbox_bytes: Option<String>,
+    max_output_bytes: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    isolation: Option<String>,
+    reuse_deliveries: Option<u32>,
+    recreate_consumer: Option<bool>,
+}
+
+impl RawHandler {
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Handler names appear in headers, logs and metric labels: printable ASCII,
+/// no spaces, at most 128 bytes.
+fn is_valid_handler_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_graphic())
+}
+
+pub(super) fn validate(
+    site: &Site<'_>,
+    h: RawHandler,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<HandlerConfig, ConfigError> {
+    let stream = h.stream;
+    if !is_valid_name(&stream) {
+        return Err(site.err("stream", format!("\"{stream}\" is not a valid stream name")));
+    }
+    let consumer = h.consumer.unwrap_or_else(|| format!("wharf-{}", h.name));
+    if !is_valid_name(&consumer) {
+        return Err(site.err(
+            "consumer",
+            format!("\"{consumer}\" is not a valid durable name (no spaces, '.', '*', '>')"),
+        ));
+    }
+    if let Some(f) = &h.filter_subject {
+        subject::validate(f, true).map_err(|e| site.err("filter_subject", e))?;
+    }
+    let concurrency = h.concurrency.unwrap_or(defaults::CONCURRENCY);
+    if concurrency == 0 || concurrency > 10_000 {
+        return Err(site.err("concurrency", "must be between 1 and 10000"));
+    }
+    let prefetch = h.prefetch.unwrap_or(concurrency);
+    if prefetch > 10_000 {
+        return Err(site.err("prefetch", "must be between 0 and 10000"));
+    }
+    let max_attempts = h.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        return Err(site.err("max_attempts", "must be at least 1"));
+    }
+    let ack_wait = site.duration("ack_wait", h.ack_wait.as_deref(), defaults::ACK_WAIT)?;
+    if ack_wait < Duration::from_secs(1) {
+        return Err(site.err("ack_wait", "must be at least 1s"));
+    }
+    let timeout = site.duration("timeout", h.timeout.as_deref(), defaults::TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err(site.err("timeout", "must be greater than zero"));
+    }
+    let memory = site.size("memory", h.memory.as_deref(), defaults::MEMORY)?;
+    if memory < 64 * 1024 {
+        return Err(site.err("memory", "must be at least 64KiB (one WebAssembly page)"));
+    }
+    if memory > 4 * 1024 * 1024 * 1024 {
+        return Err(site.err("memory", "must be at most 4GiB (32-bit WebAssembly)"));
+    }
+    let backoff = match &h.backoff {
+        None => defaults::BACKOFF.to_vec(),
+        Some(list) if list.is_empty() => {
+            return Err(site.err(
+                "backoff",
+                "must list at least one delay, e.g. [\"1s\", \"10s\"]",
+            ));
+        }
+        Some(list) => list
+            .iter()
+            .map(|s| parse_duration(s).map_err(|e| site.err("backoff", e)))
+            .collect::<Result<_, _>>()?,
+    };
+    let backoff_jitter = h.backoff_jitter.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&backoff_jitter) {
+        return Err(site.err("backoff_jitter", "must be between 0.0 and 1.0"));
+    }
+    let publish = AllowList::new(h.publish).map_err(|e| site.err("publish", e))?;
+    if let Some(d) = &h.dead_letter {
+        subject::validate(d, false).map_err(|e| site.err("dead_letter", e))?;
+        if d.starts_with('$') || d.starts_with("_INBOX") {
+            return Err(site.err(
+                "dead_letter",
+                format!("\"{d}\" is a reserved subject; use an ordinary one stored by a stream"),
+            ));
+        }
+        if publish.reaches(d) {
+            return Err(site.err(
+                "publish",
+                format!(
+                    "the allow-list covers the handler's own dead-letter subject \"{d}\"; \
+                     a guest could forge dead-letter copies, so narrow it"
+                ),
+            ));
+        }
+    }
+    let drop_after_max_attempts = h.drop_after_max_attempts.unwrap_or(false);
+    if h.dead_letter.is_none() && !drop_after_max_attempts {
+        return Err(site.err(
+            "dead_letter",
+            "missing: set a dead-letter subject captured by a stream, \
+             or set drop_after_max_attempts = true to drop undeliverable messages",
+        ));
+    }
+    for name in &h.allow_headers {
+        if !crate::headers::is_nats(name) || crate::headers::is_wharf(name) {
+            return Err(site.err(
+                "allow_headers",
+                format!(
+                    "\"{name}\": only Nats-* headers need allowing, and Wharf-* ones cannot be"
+                ),
+            ));
+        }
+    }
+    let isolation = match h.isolation.as_deref() {
+        None | Some("fresh") => {
+            if h.reuse_deliveries.is_some() {
+                return Err(site.err(
+                    "reuse_deliveries",
+                    "only applies with isolation = \"reuse\"",
+                ));
+            }
+            Isolation::Fresh
+        }
+        Some("reuse") => match h.reuse_deliveries.unwrap_or(defaults::REUSE_DELIVERIES) {
+            0 => return Err(site.err("reuse_deliveries", "must be at least 1")),
+            n => Isolation::Reuse(n),
+        },
+        Some(other) => {
+            return Err(site.err(
+                "isolation",
+                format!("unknown value \"{other}\"; expected \"fresh\" or \"reuse\""),
+            ));
+        }
+    };
+    if h.fuel == Some(0) {
+        return Err(site.err("fuel", "must be greater than zero when set"));
+    }
+    Ok(HandlerConfig {
+        component: resolve(h.component),
+        stream,
+        consumer,
+        filter_subject: h.filter_subject,
+        concurrency,
+        prefetch,
+        max_attempts,
+        ack_wait,
+        timeout,
+        memory,
+        fuel: h.fuel,
+        backoff,
+        backoff_jitter,
+        dead_letter: h.dead_letter,
+        drop_after_max_attempts,
+        double_ack: h.double_ack.unwrap_or(false),
+        publish,
+        allow_headers: h.allow_headers,
+        max_outbox_messages: h
+            .max_outbox_messages
+            .unwrap_or(defaults::MAX_OUTBOX_MESSAGES),
+        max_outbox_bytes: site.size(
+            "max_outbox_bytes",
+            h.max_outbox_bytes.as_deref(),
+            defaults::MAX_OUTBOX_BYTES,
+        )?,
+        max_output_bytes: site.size(
+            "max_output_bytes",
+            h.max_output_bytes.as_deref(),
+            defaults::MAX_OUTPUT_BYTES,
+        )?,
+        values: h.config,
+        isolation,
+        recreate_consumer: h.recreate_consumer.unwrap_or(false),
+        name: h.name,
+    })
+}
+
+/// Checks the handler's name before anything else refers to it.
+pub(super) fn check_name(name: &str) -> Result<(), String> {
+    if is_valid_handler_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid handler name: use printable ASCII without spaces \
+             (letters, digits, '-', '_', '.'), at most 128 characters"
+        ))
+    }
+}

@@ -1,0 +1,397 @@
+//! The TOML configuration: parsing, validation and the typed settings the rest of the host reads.
+//!
+//! Parsing happens in two steps. Serde reads the file into `Raw*` structs that
+//! keep durations and sizes as strings and reject unknown fields; validation
+//! then turns them into typed settings, so every error can name the file, the
+//! handler and the field. One module per section: `connection` (`[nats]`),
+//! `handler` (`[[handler]]`), and the small `[runtime]` and `[[stream]]`
+//! tables here.
+
+mod connection;
+mod handler;
+mod units;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use connection::Connection;
+pub use handler::{HandlerConfig, Isolation};
+pub use units::{mib, parse_duration, parse_size};
+
+use crate::subject;
+
+/// A configuration error that names where the problem is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from, for messages.
+    pub path: PathBuf,
+    /// How to reach NATS.
+    pub nats: Connection,
+    /// Process-wide settings.
+    pub runtime: RuntimeConfig,
+    /// Streams that `wharf dev` creates; `wharf run` only checks them.
+    pub streams: Vec<StreamConfig>,
+    /// One entry per `[[handler]]`.
+    pub handlers: Vec<HandlerConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How long shutdown waits for in-flight deliveries before it naks them.
+    pub drain_timeout: Duration,
+    /// How long start-up waits for the server to answer (a leader election,
+    /// a seed coming up) before it gives up.
+    pub startup_timeout: Duration,
+}
+
+/// A stream that `wharf dev` creates when it is missing.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// The stream's name.
+    pub name: String,
+    /// The subjects it stores.
+    pub subjects: Vec<String>,
+    /// The window in which JetStream drops a repeated `Nats-Msg-Id`; it bounds
+    /// how late a redelivery may be and still not duplicate its outputs.
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    nats: Connection,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default, rename = "stream")]
+    streams: Vec<RawStream>,
+    #[serde(default, rename = "handler")]
+    handlers: Vec<handler::RawHandler>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    drain_timeout: Option<String>,
+    startup_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: String,
+    subjects: Vec<String>,
+    duplicate_window: Option<String>,
+}
+
+/// Defaults, documented in the README's config reference.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Deliveries in flight per handler.
+    pub const CONCURRENCY: usize = 16;
+    /// The attempt that dead-letters.
+    pub const MAX_ATTEMPTS: u32 = 5;
+    /// The consumer's `ack_wait`.
+    pub const ACK_WAIT: Duration = Duration::from_secs(30);
+    /// Wall clock per delivery.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    /// Linear memory per instance.
+    pub const MEMORY: u64 = 64 * 1024 * 1024;
+    /// Retry delays.
+    pub const BACKOFF: [Duration; 4] = [
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        Duration::from_secs(120),
+    ];
+    /// Messages one delivery may publish.
+    pub const MAX_OUTBOX_MESSAGES: usize = 100;
+    /// Bytes one delivery may publish.
+    pub const MAX_OUTBOX_BYTES: u64 = 1024 * 1024;
+    /// Captured stdout and stderr per delivery.
+    pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+    /// How long shutdown waits for in-flight deliveries.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long start-up waits for the server.
+    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+    /// JetStream's own default duplicate window.
+    pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+    /// Deliveries per instance with `isolation = "reuse"`.
+    pub const REUSE_DELIVERIES: u32 = 1000;
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!("config {}: cannot read file: {e}", path.display()))
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` is used for messages and to resolve relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError(format!(
+                "config {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            ))
+        })?;
+        validate(path, raw)
+    }
+
+    /// The handler with this name.
+    pub fn handler(&self, name: &str) -> Option<&HandlerConfig> {
+        self.handlers.iter().find(|h| h.name == name)
+    }
+}
+
+/// Builds error messages that name the file, the handler and the field.
+struct Site<'a> {
+    path: &'a Path,
+    handler: Option<&'a str>,
+}
+
+impl Site<'_> {
+    fn err(&self, field: &str, msg: impl fmt::Display) -> ConfigError {
+        match self.handler {
+            Some(h) => ConfigError(format!(
+                "config {}: handler \"{h}\": field `{field}`: {msg}",
+                self.path.display()
+            )),
+            None => ConfigError(format!(
+                "config {}: field `{field}`: {msg}",
+                self.path.display()
+            )),
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        v: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|e| self.err(field, e)),
+        }
+    }
+
+    fn size(&self, field: &str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_size(s).map_err(|e| self.err(field, e)),
+        }
+    }
+}
+
+fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+    let top = Site {
+        path,
+        handler: None,
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let nats = raw.nats.resolved(&base);
+    if nats.tls_cert.is_some() != nats.tls_key.is_some() {
+        return Err(top.err(
+            "nats.tls_cert",
+            "tls_cert and tls_key must be given together",
+        ));
+    }
+    let runtime = RuntimeConfig {
+        drain_timeout: top.duration(
+            "runtime.drain_timeout",
+            raw.runtime.drain_timeout.as_deref(),
+            defaults::DRAIN_TIMEOUT,
+        )?,
+        startup_timeout: top.duration(
+            "runtime.startup_timeout",
+            raw.runtime.startup_timeout.as_deref(),
+            defaults::STARTUP_TIMEOUT,
+        )?,
+    };
+    let streams = raw
+        .streams
+        .into_iter()
+        .map(|s| validate_stream(&top, s))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    if raw.handlers.is_empty() {
+        return Err(ConfigError(format!(
+            "config {}: no [[handler]] entries; add at least one",
+            path.display()
+        )));
+    }
+    let mut handlers: Vec<HandlerConfig> = Vec::new();
+    for h in raw.handlers {
+        handler::check_name(h.name()).map_err(|e| top.err("handler.name", e))?;
+        if handlers.iter().any(|other| other.name == h.name()) {
+            return Err(top.err(
+                "handler.name",
+                format!("\"{}\" is used by two handlers", h.name()),
+            ));
+        }
+        let name = h.name().to_string();
+        let site = Site {
+            path,
+            handler: Some(&name),
+        };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        handlers.push(handler::validate(&site, h, resolve)?);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        nats,
+        runtime,
+        streams,
+        handlers,
+    })
+}
+
+fn validate_stream(top: &Site<'_>, s: RawStream) -> Result<StreamConfig, ConfigError> {
+    if !units::is_valid_name(&s.name) {
+        return Err(top.err(
+            "stream.name",
+            format!("\"{}\" is not a valid stream name", s.name),
+        ));
+    }
+    if s.subjects.is_empty() {
+        return Err(top.err(
+            "stream.subjects",
+            format!("stream \"{}\" needs at least one subject", s.name),
+        ));
+    }
+    for subject in &s.subjects {
+        subject::validate(subject, true)
+            .map_err(|e| top.err("stream.subjects", format!("stream \"{}\": {e}", s.name)))?;
+    }
+    Ok(StreamConfig {
+        duplicate_window: top.duration(
+            "stream.duplicate_window",
+            s.duplicate_window.as_deref(),
+            defaults::DUPLICATE_WINDOW,
+        )?,
+        name: s.name,
+        subjects: s.subjects,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[handler]]
+        name = "orders"
+        component = "orders.wasm"
+        stream = "ORDERS"
+        dead_letter = "dlq.orders"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/wharf/wharf.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        let h = &c.handlers[0];
+        assert_eq!(h.consumer, "wharf-orders");
+        assert_eq!(h.component, Path::new("/etc/wharf/orders.wasm"));
+        assert_eq!(h.max_attempts, defaults::MAX_ATTEMPTS);
+        assert_eq!(h.backoff, defaults::BACKOFF.to_vec());
+        assert_eq!(h.memory, defaults::MEMORY);
+    }
+
+    #[test]
+    fn prefetch_defaults_to_concurrency_and_is_bounded() {
+        let c = parse(&format!("{MINIMAL}\nconcurrency = 8\n")).unwrap();
+        assert_eq!(c.handlers[0].prefetch, 8);
+        let c = parse(&format!("{MINIMAL}\nprefetch = 0\n")).unwrap();
+        assert_eq!(c.handlers[0].prefetch, 0);
+        let err = parse(&format!("{MINIMAL}\nprefetch = 20000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("handler \"orders\"") && err.contains("`prefetch`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let err = parse(&format!("{MINIMAL}\nmax_attempt = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/wharf/wharf.toml"), "{err}");
+        assert!(err.contains("max_attempt"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_handler_and_field() {
+        let err = parse(&format!("{MINIMAL}\ntimeout = \"ten seconds\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("handler \"orders\""), "{err}");
+        assert!(err.contains("`timeout`"), "{err}");
+    }
+
+    #[test]
+    fn missing_dead_letter_is_an_error_unless_dropping_is_explicit() {
+        let text = MINIMAL.replace("dead_letter = \"dlq.orders\"", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`dead_letter`"), "{err}");
+        let ok = parse(&format!("{text}\ndrop_after_max_attempts = true\n")).unwrap();
+        assert!(ok.handlers[0].dead_letter.is_none());
+    }
+
+    #[test]
+    fn handler_names_with_control_characters_are_refused() {
+        let text = MINIMAL.replace("name = \"orders\"", "name = \"ord\\r\\ners\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`handler.name`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn the_allow_list_may_not_reach_the_server_or_the_dead_letter_subject() {
+        let err = parse(&format!("{MINIMAL}\npublish = [\"$JS.API.>\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`publish`") && err.contains("reserved"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}\npublish = [\">\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`publish`") && err.contains("dead-letter subject"),
+            "{err}"
+        );
+        let ok = parse(&format!("{MINIMAL}\npublish = [\"out.>\"]\n")).unwrap();
+        assert!(ok.handlers[0].publish.allows("out.a"));
+    }
+
+    #[test]
+    fn allow_headers_only_names_nats_headers() {
+        let ok = parse(&format!("{MINIMAL}\nallow_headers = [\"Nats-TTL\"]\n")).unwrap();
+        assert_eq!(ok.handlers[0].allow_headers, ["Nats-TTL"]);
+        let err = parse(&format!("{MINIMAL}\nallow_headers = [\"Wharf-Reason\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`allow_headers`"), "{err}");
+    }
+}

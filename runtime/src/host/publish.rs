@@ -1,0 +1,286 @@
+//! The `publish` import: what a guest publishes goes into its delivery's
+//! outbox, checked against the handler's allow-list, header policy and
+//! limits, and never touches the network while the guest runs
+//! (`crate::outbox::flush` releases it once the delivery succeeded).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_nats::HeaderMap;
+use async_nats::header::{HeaderName, HeaderValue};
+use bytes::Bytes;
+
+use crate::bindings::{Header, PublishError};
+use crate::config::HandlerConfig;
+use crate::headers::{self, GuestHeader};
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub subject: String,
+    pub payload: Bytes,
+    /// The guest's headers, checked against the handler's policy.
+    pub headers: HeaderMap,
+    /// Whether the guest set its own `Nats-Msg-Id`, which then wins.
+    pub has_msg_id: bool,
+}
+
+/// Bytes a header set takes on the wire, as the server counts them against `max_payload`.
+pub(crate) fn wire_size(headers: &HeaderMap) -> usize {
+    let mut size = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            size += name.len() + 2 + v.as_str().len() + 2;
+        }
+    }
+    size
+}
+
+/// The largest set of headers the host adds to one output: its id, the
+/// source trail and trace context. Counted against the outbox's byte limit
+/// and the server's `max_payload` when the guest publishes, so that an
+/// output accepted into the outbox is one the server can take.
+fn host_header_bytes(handler: &HandlerConfig) -> usize {
+    let mut h = HeaderMap::new();
+    let id = headers::output_id(&handler.stream, &handler.consumer, u64::MAX, 99_999);
+    h.insert(headers::MSG_ID, id.as_str());
+    h.insert(headers::SOURCE_STREAM, handler.stream.as_str());
+    h.insert(headers::SOURCE_SEQUENCE, u64::MAX.to_string().as_str());
+    h.insert(headers::TRACEPARENT, "00-".repeat(19).as_str());
+    wire_size(&h) + crate::outbox::MAX_TRACESTATE + headers::TRACESTATE.len() + 4
+}
+
+/// The server's `max_payload`, learnt when the host connects; 0 while unknown.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MaxPayload(Arc<AtomicUsize>);
+
+impl MaxPayload {
+    pub(crate) fn set(&self, bytes: usize) {
+        self.0.store(bytes, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Messages published by the guest during one delivery.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    handler: Arc<HandlerConfig>,
+    max_payload: MaxPayload,
+    host_bytes: usize,
+    entries: Vec<Outgoing>,
+    bytes: u64,
+}
+
+impl Outbox {
+    pub(crate) fn new(handler: Arc<HandlerConfig>, max_payload: MaxPayload) -> Outbox {
+        Outbox {
+            host_bytes: host_header_bytes(&handler),
+            handler,
+            max_payload,
+            entries: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a message, or tells the guest why not. Never touches the network.
+    pub(crate) fn push(
+        &mut self,
+        subject: String,
+        payload: Vec<u8>,
+        headers: Vec<Header>,
+    ) -> Result<(), PublishError> {
+        crate::subject::validate(&subject, false).map_err(PublishError::Invalid)?;
+        if !self.handler.publish.allows(&subject) {
+            return Err(PublishError::NotAllowed(format!(
+                "subject \"{subject}\" is not in handler \"{}\"'s publish allow-list",
+                self.handler.name
+            )));
+        }
+        if self.entries.len() >= self.handler.max_outbox_messages {
+            return Err(PublishError::OutboxFull(format!(
+                "at most {} messages per delivery",
+                self.handler.max_outbox_messages
+            )));
+        }
+        let (map, has_msg_id) = self.guest_headers(headers)?;
+        let message_bytes = payload.len() + wire_size(&map) + self.host_bytes;
+        let size = (subject.len() + message_bytes) as u64;
+        if self.bytes + size > self.handler.max_outbox_bytes {
+            return Err(PublishError::OutboxFull(format!(
+                "at most {} bytes per delivery, the host's headers included",
+                self.handler.max_outbox_bytes
+            )));
+        }
+        let max_payload = self.max_payload.get();
+        if max_payload > 0 && message_bytes > max_payload {
+            return Err(PublishError::Invalid(format!(
+                "a message of {message_bytes} bytes (payload and headers, the host's included) \
+                 exceeds the server's max_payload of {max_payload} bytes"
+            )));
+        }
+        self.bytes += size;
+        self.entries.push(Outgoing {
+            subject,
+            payload: Bytes::from(payload),
+            headers: map,
+            has_msg_id,
+        });
+        Ok(())
+    }
+
+    /// The guest's headers as a header map, if the handler's policy allows
+    /// each; and whether they carry the guest's own deduplication id.
+    fn guest_headers(&self, headers: Vec<Header>) -> Result<(HeaderMap, bool), PublishError> {
+        let mut map = HeaderMap::new();
+        let mut has_msg_id = false;
+        for h in headers {
+            let kind = headers::guest_header(&h.name, &self.handler.allow_headers)
+                .map_err(PublishError::NotAllowed)?;
+            for v in &h.values {
+                if v.contains(['\r', '\n']) {
+                    return Err(PublishError::Invalid(format!(
+                        "header \"{}\" has a line break in its value",
+                        h.name
+                    )));
+                }
+            }
+            if kind == GuestHeader::MsgId {
+                // JetStream reads the id under its exact name, once: an id
+                // spelt otherwise, empty or repeated would silently turn
+                // deduplication off.
+                match h.values.as_slice() {
+                    [id] if !id.trim().is_empty() && !has_msg_id => {
+                        map.insert(headers::MSG_ID, id.as_str());
+                        has_msg_id = true;
+                        continue;
+                    }
+                    _ => {
+                        return Err(PublishError::Invalid(format!(
+                            "header \"{}\" must have exactly one non-empty value",
+                            headers::MSG_ID
+                        )));
+                    }
+                }
+            }
+            let name = HeaderName::try_from(h.name.as_str()).map_err(|_| {
+                PublishError::Invalid(format!("invalid header name \"{}\"", h.name))
+            })?;
+            for v in h.values {
+                map.append(name.clone(), HeaderValue::from(v));
+            }
+        }
+        Ok((map, has_msg_id))
+    }
+
+    /// Empties the outbox, returning what it held.
+    pub(crate) fn take(&mut self) -> Vec<Outgoing> {
+        self.bytes = 0;
+        std::mem::take(&mut self.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn outbox(extra: &str) -> Outbox {
+        let config = Config::parse(
+            std::path::Path::new("t.toml"),
+            &format!(
+                "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
+                 dead_letter = \"dlq.h\"\npublish = [\"out.>\"]\n{extra}"
+            ),
+        )
+        .unwrap();
+        Outbox::new(Arc::new(config.handlers[0].clone()), MaxPayload::default())
+    }
+
+    fn header(name: &str, values: &[&str]) -> Header {
+        Header {
+            name: name.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_handler_does_not_allow() {
+        let mut o = outbox("");
+        assert!(o.push("out.a".into(), b"x".to_vec(), vec![]).is_ok());
+        assert!(matches!(
+            o.push("elsewhere".into(), vec![], vec![]),
+            Err(PublishError::NotAllowed(_))
+        ));
+        assert!(matches!(
+            o.push("out.*".into(), vec![], vec![]),
+            Err(PublishError::Invalid(_))
+        ));
+        for forbidden in [
+            "Nats-Rollup",
+            "nats-expected-last-sequence",
+            "Wharf-Handler",
+        ] {
+            assert!(
+                matches!(
+                    o.push("out.a".into(), vec![], vec![header(forbidden, &["x"])]),
+                    Err(PublishError::NotAllowed(_))
+                ),
+                "{forbidden}"
+            );
+        }
+        assert_eq!(o.take().len(), 1);
+    }
+
+    #[test]
+    fn a_guest_msg_id_is_canonical_single_and_non_empty() {
+        let mut o = outbox("");
+        o.push(
+            "out.a".into(),
+            vec![],
+            vec![header("nats-msg-id", &["order-1"])],
+        )
+        .unwrap();
+        let out = o.take();
+        assert!(out[0].has_msg_id);
+        assert_eq!(
+            out[0].headers.get(headers::MSG_ID).unwrap().as_str(),
+            "order-1"
+        );
+        for values in [&[""][..], &[" "], &["a", "b"], &[]] {
+            assert!(
+                matches!(
+                    o.push("out.a".into(), vec![], vec![header("Nats-Msg-Id", values)]),
+                    Err(PublishError::Invalid(_))
+                ),
+                "{values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_count_the_host_headers_and_max_payload() {
+        let mut o = outbox("max_outbox_messages = 2\nmax_outbox_bytes = \"2KiB\"");
+        // 1,800 bytes of payload fit alone, but not with the host's headers.
+        assert!(matches!(
+            o.push("out.a".into(), vec![0; 1800], vec![]),
+            Err(PublishError::OutboxFull(_))
+        ));
+        o.push("out.a".into(), vec![0; 10], vec![]).unwrap();
+        o.push("out.a".into(), vec![0; 10], vec![]).unwrap();
+        assert!(matches!(
+            o.push("out.a".into(), vec![0; 10], vec![]),
+            Err(PublishError::OutboxFull(_))
+        ));
+        let mut o = outbox("");
+        o.max_payload.set(1000);
+        assert!(matches!(
+            o.push("out.a".into(), vec![0; 900], vec![]),
+            Err(PublishError::Invalid(_))
+        ));
+        o.push("out.a".into(), vec![0; 100], vec![]).unwrap();
+    }
+}

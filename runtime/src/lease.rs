@@ -1,0 +1,177 @@
+//! Leases on pulled messages. From the moment a message is pulled until it
+//! is settled (acked, nak'd, termed or handed back), the host holds it: one
+//! task per handler sends in-progress acks (`+WPI`) for every held message,
+//! whether it waits in line, runs, or waits for its outputs or dead-letter
+//! copy to be stored, so its `ack_wait` never runs out underneath it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use async_nats::jetstream::{self, AckKind};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Every message one handler holds, for the keep-alive task.
+pub(crate) struct Leases {
+    client: async_nats::Client,
+    /// How often a held message gets an in-progress ack: a third of `ack_wait`.
+    every: Duration,
+    held: Mutex<HashMap<u64, Held>>,
+    next: AtomicU64,
+}
+
+struct Held {
+    reply: Subject,
+    since: Instant,
+}
+
+impl Leases {
+    pub(crate) fn new(client: async_nats::Client, ack_wait: Duration) -> Arc<Leases> {
+        Arc::new(Leases {
+            client,
+            every: ack_wait / 3,
+            held: Mutex::default(),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a lease on a pulled message; `None` for a message that cannot
+    /// be settled (no reply subject: not from JetStream).
+    pub(crate) fn hold(self: &Arc<Leases>, msg: jetstream::Message) -> Option<Lease> {
+        let reply = msg.reply.clone()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Held {
+                reply,
+                since: Instant::now(),
+            },
+        );
+        Some(Lease {
+            id,
+            leases: self.clone(),
+            msg,
+        })
+    }
+
+    /// How many messages are held now.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends in-progress acks until `stop` fires: every third of `ack_wait`,
+    /// for each message held for at least that long. A message taken just
+    /// after a tick gets its first one within two thirds of `ack_wait`.
+    pub(crate) async fn keep_alive(self: Arc<Leases>, stop: CancellationToken) {
+        let mut pulse =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = pulse.tick() => {}
+            }
+            let due: Vec<Subject> = {
+                let now = Instant::now();
+                self.lock()
+                    .values()
+                    .filter(|h| now.duration_since(h.since) >= self.every)
+                    .map(|h| h.reply.clone())
+                    .collect()
+            };
+            for reply in due {
+                if let Err(e) = self.client.publish(reply, AckKind::Progress.into()).await {
+                    debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// One held message. Settling it ends the lease; so does dropping it, which
+/// leaves the message to `ack_wait`.
+pub(crate) struct Lease {
+    id: u64,
+    leases: Arc<Leases>,
+    msg: jetstream::Message,
+}
+
+impl Lease {
+    pub(crate) fn message(&self) -> &jetstream::Message {
+        &self.msg
+    }
+
+    /// Acks; with `double`, waits for the server to confirm the ack.
+    pub(crate) async fn ack(self, double: bool) -> Result<(), async_nats::Error> {
+        self.release();
+        if double {
+            self.msg.double_ack().await
+        } else {
+            self.msg.ack().await
+        }
+    }
+
+    /// Asks for redelivery after `delay`.
+    pub(crate) async fn nak(self, delay: Duration) -> Result<(), async_nats::Error> {
+        self.release();
+        self.msg.ack_with(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Ends the message for good (after its dead-letter copy was stored).
+    pub(crate) async fn term(self) -> Result<(), async_nats::Error> {
+        self.release();
+        self.msg.ack_with(AckKind::Term).await
+    }
+
+    /// Naks without delay, so another host can take the message at once; if
+    /// the nak is lost, `ack_wait` redelivers it.
+    pub(crate) async fn hand_back(self) {
+        self.release();
+        if let Err(e) = self.msg.ack_with(AckKind::Nak(None)).await {
+            debug!(error = %e, "handing a message back failed; ack_wait will redeliver it");
+        }
+    }
+
+    /// A way to hand the message back after the lease's owner was dropped
+    /// (a delivery abandoned at the drain timeout).
+    pub(crate) fn handle(&self) -> HandBack {
+        HandBack {
+            client: self.leases.client.clone(),
+            reply: self.msg.reply.clone(),
+        }
+    }
+
+    fn release(&self) {
+        self.leases.lock().remove(&self.id);
+    }
+}
+
+/// Hands a message back without holding its lease.
+pub(crate) struct HandBack {
+    client: async_nats::Client,
+    reply: Option<Subject>,
+}
+
+impl HandBack {
+    /// Naks without delay; if the nak is lost, `ack_wait` redelivers the message.
+    pub(crate) async fn hand_back(self) {
+        if let Some(reply) = self.reply
+            && let Err(e) = self.client.publish(reply, AckKind::Nak(None).into()).await
+        {
+            debug!(error = %e, "handing a message back failed; ack_wait will redeliver it");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

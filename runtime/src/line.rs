@@ -1,0 +1,100 @@
+//! The line: messages pulled ahead of a free slot wait here, oldest first,
+//! and `concurrency` long-lived workers take them in arrival order.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::dispatch::Dispatcher;
+use crate::lease::Lease;
+
+/// A pulled message waiting for a free slot, holding its place in the bound.
+pub(crate) struct Waiting {
+    pub lease: Lease,
+    pub _place: OwnedSemaphorePermit,
+}
+
+/// Messages pulled ahead, oldest first, and a permit for each, so that the
+/// workers take them in arrival order (tokio's semaphore is fair).
+pub(crate) struct Line {
+    waiting: Mutex<VecDeque<Waiting>>,
+    ready: Semaphore,
+    /// Deliveries running now, for the shutdown log.
+    running: AtomicUsize,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            waiting: Mutex::default(),
+            ready: Semaphore::new(0),
+            running: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Line {
+    pub(crate) fn join(&self, w: Waiting) {
+        self.lock().push_back(w);
+        self.ready.add_permits(1);
+    }
+
+    /// Empties the line, oldest first.
+    pub(crate) fn take_all(&self) -> VecDeque<Waiting> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Deliveries running now.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One of the handler's `concurrency` slots: runs the oldest waiting message,
+/// then the next, until `stop` fires. On `abort` (the drain timeout) the
+/// running delivery is dropped and its message handed back.
+pub(crate) async fn work(
+    dispatcher: Arc<Dispatcher>,
+    line: Arc<Line>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    loop {
+        let ready = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            ready = line.ready.acquire() => ready.expect("semaphore is never closed"),
+        };
+        ready.forget();
+        // Empty only if shutdown took the line meanwhile.
+        let Some(next) = line.lock().pop_front() else {
+            continue;
+        };
+        line.running.fetch_add(1, Ordering::Relaxed);
+        let Waiting { lease, _place } = next;
+        // The delivery owns the lease; a handle stays here to hand the
+        // message back if the delivery must be abandoned.
+        let hand_back = lease.handle();
+        // A bug that panics while one message is handled costs that message
+        // an `ack_wait`, not the handler one of its slots.
+        let delivery = AssertUnwindSafe(dispatcher.deliver(lease)).catch_unwind();
+        tokio::select! {
+            done = delivery => if done.is_err() {
+                error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
+            },
+            _ = abort.cancelled() => hand_back.hand_back().await,
+        }
+        drop(_place);
+        line.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}

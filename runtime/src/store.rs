@@ -1,0 +1,176 @@
+//! One delivery's Store: the per-delivery state every capability keeps
+//! (WASI, outbox, config values, log budget), the memory limiter and the
+//! wall-clock deadline. Only `crate::guest` creates Stores.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+
+use crate::config::HandlerConfig;
+use crate::host::{
+    Imports, log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values, wasi::Wasi,
+};
+use crate::settle::Failure;
+
+/// The deadline error raised into the guest when its time is up.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline of {0:?} exceeded")]
+pub(crate) struct DeadlineExceeded(pub Duration);
+
+/// Memory cap for one instance: all of its linear memories together.
+pub(crate) struct Limits {
+    /// Most bytes of linear memory, all memories together.
+    cap: usize,
+    /// Bytes of linear memory the instance has now, all memories together.
+    used: usize,
+    /// The limit the guest hit, recorded by the limiter and the deadline
+    /// callback so that a trap can be told apart from a limit being hit.
+    pub hit: Option<Failure>,
+    /// The total the instance asked for when it was refused.
+    pub wanted: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
+            self.hit = Some(Failure::Memory);
+            self.wanted = self.wanted.max(total);
+            return Ok(false);
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// What every Store of one handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub handler: Arc<HandlerConfig>,
+    pub name: Arc<str>,
+    pub values: Values,
+    pub max_payload: MaxPayload,
+}
+
+impl Shared {
+    pub(crate) fn new(handler: Arc<HandlerConfig>, max_payload: MaxPayload) -> Shared {
+        Shared {
+            name: Arc::from(handler.name.as_str()),
+            values: Values::new(handler.values.clone()),
+            handler,
+            max_payload,
+        }
+    }
+}
+
+/// Everything one delivery's Store owns.
+pub(crate) struct StoreState {
+    pub wasi: Wasi,
+    pub limits: Limits,
+    pub outbox: Outbox,
+    pub values: Values,
+    pub log: LogBudget,
+    /// When the current call must stop; re-armed for every delivery.
+    deadline: Instant,
+    timeout: Duration,
+    fuel: Option<u64>,
+}
+
+impl StoreState {
+    /// The `wharf:handler/host` imports, borrowing each capability's state.
+    pub(crate) fn imports(&mut self) -> Imports<'_> {
+        Imports {
+            publish: &mut self.outbox,
+            values: &self.values,
+            log: &mut self.log,
+        }
+    }
+
+    /// When the running delivery must have finished.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// Creates a Store for one delivery, with its memory cap, deadline and fuel.
+pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
+    let handler = &shared.handler;
+    let timeout = handler.timeout;
+    let state = StoreState {
+        wasi: Wasi::new(handler.max_output_bytes as usize),
+        limits: Limits {
+            cap: usize::try_from(handler.memory).unwrap_or(usize::MAX),
+            used: 0,
+            hit: None,
+            wanted: 0,
+        },
+        outbox: Outbox::new(handler.clone(), shared.max_payload.clone()),
+        values: shared.values.clone(),
+        log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
+        deadline: Instant::now() + timeout,
+        timeout,
+        fuel: handler.fuel,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_callback(move |mut ctx| {
+        if Instant::now() >= ctx.data().deadline {
+            ctx.data_mut().limits.hit = Some(Failure::Timeout);
+            return Err(wasmtime::Error::new(DeadlineExceeded(timeout)));
+        }
+        // Yield every tick so that a spinning guest shares its worker thread.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    start_clock(&mut store);
+    store
+}
+
+/// Prepares a used Store for its next delivery (reuse mode): per-delivery
+/// state (outbox, captured output, log budget, limit record) reset, then a
+/// new deadline and fuel budget.
+pub(crate) fn rearm(store: &mut Store<StoreState>) {
+    let state = store.data_mut();
+    state.limits.hit = None;
+    state.outbox.take();
+    state.wasi.output.take();
+    state.log.reset();
+    start_clock(store);
+}
+
+/// Starts the delivery's deadline and fuel budget.
+fn start_clock(store: &mut Store<StoreState>) {
+    if let Some(fuel) = store.data().fuel {
+        // Cannot fail: a handler with fuel runs on an engine that meters it.
+        let _ = store.set_fuel(fuel);
+    }
+    store.set_epoch_deadline(1);
+    let timeout = store.data().timeout;
+    store.data_mut().deadline = Instant::now() + timeout;
+}
