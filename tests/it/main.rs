@@ -3,6 +3,7 @@
 
 mod support;
 
+mod chaos;
 mod connect;
 mod core;
 mod crash;
@@ -10,6 +11,9 @@ mod dlq;
 mod errors;
 mod example;
 mod hostile;
+mod integrity;
 mod no_std;
+mod operations;
 mod outputs;
+mod policy;
 mod shutdown;

@@ -136,24 +136,31 @@ pub fn config_for(server: &NatsServer, component: &Path, extra: &str) -> Config 
 /// Config text for one handler named `test` on stream `IN`, dead-lettering
 /// to `dlq.test` and allowed to publish to `out.>`.
 pub fn config_text(url: &str, component: &Path, extra: &str) -> String {
-    let mut handler: toml::Table = toml::from_str(
+    config_text_for(url, vec![handler_table("test", component, extra)])
+}
+
+/// A `[[handler]]` table for `component` named `name`, with its own durable
+/// (`name`) and dead-letter subject (`dlq.<name>`) on stream `IN`, allowed
+/// to publish to `out.>`, with short delays so tests finish quickly.
+/// `extra` overrides these; a `[handler.x]` table in it lands in the handler.
+pub fn handler_table(name: &str, component: &Path, extra: &str) -> toml::Table {
+    let mut handler: toml::Table = toml::from_str(&format!(
         r#"
-name = "test"
+name = "{name}"
 stream = "IN"
-consumer = "test"
+consumer = "{name}"
 concurrency = 4
 max_attempts = 3
 ack_wait = "2s"
 timeout = "2s"
 memory = "32MiB"
 backoff = ["50ms"]
-dead_letter = "dlq.test"
+dead_letter = "dlq.{name}"
 publish = ["out.>"]
-"#,
-    )
+"#
+    ))
     .unwrap();
     handler.insert("component".into(), component.display().to_string().into());
-    // `extra` overrides the defaults above; a `[handler.x]` table in it lands in the handler.
     let extra: toml::Table = toml::from_str(extra).expect("extra is TOML");
     for (key, value) in extra {
         match (key.as_str(), value) {
@@ -163,6 +170,11 @@ publish = ["out.>"]
             }
         }
     }
+    handler
+}
+
+/// Config text with these handler tables, a server URL and a 5 s drain timeout.
+pub fn config_text_for(url: &str, handlers: Vec<toml::Table>) -> String {
     let mut doc = toml::Table::new();
     doc.insert(
         "nats".into(),
@@ -177,9 +189,19 @@ publish = ["out.>"]
     );
     doc.insert(
         "handler".into(),
-        toml::Value::Array(vec![toml::Value::Table(handler)]),
+        toml::Value::Array(handlers.into_iter().map(toml::Value::Table).collect()),
     );
     toml::to_string(&doc).unwrap()
+}
+
+/// A config with several `behave` handlers: `(name, extra)` each.
+pub fn behave_handlers(server: &NatsServer, handlers: &[(&str, &str)]) -> Config {
+    let tables = handlers
+        .iter()
+        .map(|(name, extra)| handler_table(name, &wasm("behave"), extra))
+        .collect();
+    let text = config_text_for(&server.url(), tables);
+    Config::parse(Path::new("test.toml"), &text).expect("test config is valid")
 }
 
 /// Writes a config file for the real binary and returns its path.
@@ -511,4 +533,15 @@ pub fn run_binary(args: &[&str]) -> (i32, String) {
 /// Config text for the real binary, for the `behave` fixture over the standard topology.
 pub fn behave_config_text(url: &str, extra: &str) -> String {
     config_text(url, &wasm("behave"), extra)
+}
+
+/// `run_binary` from async code.
+pub async fn run_binary_async(args: &[&str]) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_binary(&args)
+    })
+    .await
+    .unwrap()
 }
