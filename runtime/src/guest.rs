@@ -134,7 +134,7 @@ impl Guest {
                 (Outcome::Reject { reason }, Some(instance))
             }
             Ok(Err(e)) => {
-                let (failure, detail) = classify(&e, state.limits.hit, handler, &output.stderr);
+                let (failure, detail) = classify(&e, state.limits.hit, handler, &output.stderr_tail);
                 (Outcome::Failed { failure, detail }, None)
             }
             Err(_) => (

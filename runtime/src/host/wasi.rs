@@ -70,10 +70,15 @@ enum Stream {
     Stderr,
 }
 
+/// How much of the end of stderr is always kept, whatever the cap: a trap's
+/// reason quotes it (a panic message, a traceback's last line).
+const STDERR_TAIL: usize = 1024;
+
 #[derive(Default)]
 struct Captured {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    stderr_tail: std::collections::VecDeque<u8>,
     dropped: u64,
 }
 
@@ -82,6 +87,8 @@ struct Captured {
 pub(crate) struct Output {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The last bytes written to stderr, kept even past the cap.
+    pub stderr_tail: Vec<u8>,
     /// Bytes written past the cap, not kept.
     pub dropped: u64,
 }
@@ -121,6 +128,12 @@ impl CapturedOutput {
         };
         buf.extend_from_slice(&bytes[..keep]);
         c.dropped += (bytes.len() - keep) as u64;
+        if let Stream::Stderr = which {
+            let last = &bytes[bytes.len().saturating_sub(STDERR_TAIL)..];
+            c.stderr_tail.extend(last);
+            let over = c.stderr_tail.len().saturating_sub(STDERR_TAIL);
+            c.stderr_tail.drain(..over);
+        }
     }
 
     /// Takes what was captured, leaving the capture empty.
@@ -130,6 +143,7 @@ impl CapturedOutput {
         Output {
             stdout: c.stdout,
             stderr: c.stderr,
+            stderr_tail: c.stderr_tail.into(),
             dropped: c.dropped,
         }
     }
@@ -224,6 +238,12 @@ mod tests {
         assert_eq!(got.stdout, b"123456");
         assert_eq!(got.stderr, b"abcd");
         assert_eq!(got.dropped, 4);
+        assert_eq!(got.stderr_tail, b"abcdef");
         assert!(out.take().stdout.is_empty());
+        out.write(Stream::Stderr, &vec![b'x'; 5000]);
+        out.write(Stream::Stderr, b"the end");
+        let got = out.take();
+        assert_eq!(got.stderr_tail.len(), STDERR_TAIL);
+        assert!(got.stderr_tail.ends_with(b"the end"));
     }
 }
