@@ -105,7 +105,7 @@ mod tests {
             consumer: "audit".into(),
             subject: "orders.new".into(),
             stream_sequence: 42,
-            traceparent: None,
+            trace: crate::trace::SpanContext::child_of(None),
             tracestate: None,
         }
     }

@@ -81,8 +81,20 @@ fn stream_name(handler: &str) -> String {
         .collect()
 }
 
-/// Starts a local server, creates the streams and runs the handlers until `shutdown`.
+/// Where `wharf dev` serves metrics unless the config says otherwise.
+const DEV_METRICS: &str = "127.0.0.1:9464";
+
+/// Starts a local server, creates the streams and runs the handlers until
+/// `shutdown`. Metrics are on (at `127.0.0.1:9464`, or a free port if that
+/// one is taken) unless the config names an address.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.runtime.metrics_addr.get_or_insert_with(|| {
+        let preferred: std::net::SocketAddr = DEV_METRICS.parse().expect("a valid address");
+        match std::net::TcpListener::bind(preferred) {
+            Ok(_) => preferred,
+            Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    });
     crate::check(&config).await?;
     let server = NatsServer::start()?;
     println!(
@@ -96,7 +108,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyh
     };
     let client = crate::connect::connect(&config.nats, "wharf-dev").await?;
     create_streams(&jetstream::new(client), &config).await?;
-    let result = crate::run(config, shutdown).await;
+    let result = crate::run_serving(config, shutdown, |addr| {
+        println!("wharf dev: metrics at http://{addr}/metrics, health at /healthz and /readyz");
+    })
+    .await;
     drop(server);
     result
 }

@@ -4,12 +4,12 @@
 //! delivery and its outbox is confirmed, and nothing terms before the
 //! dead-letter copy is confirmed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream;
 use tokio::sync::Notify;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::bindings::{Delivery, Header, Message};
 use crate::config::HandlerConfig;
@@ -20,17 +20,39 @@ use crate::host::publish::Outgoing;
 use crate::lease::Lease;
 use crate::outbox::{self, FlushError, Source};
 use crate::settle::{Action, Backoff, DeadLetterKind, Outcome, settle};
+use crate::telemetry::{HandlerTelemetry, Record};
 use crate::throttle::Throttle;
+use crate::trace::SpanContext;
 
 /// Everything needed to run deliveries for one handler.
 pub(crate) struct Dispatcher {
+    /// The settings the handler was bound with: its stream, consumer and
+    /// pull bounds. A reload never changes these.
     pub handler: Arc<HandlerConfig>,
-    guest: Guest,
-    backoff: Backoff,
+    /// The component and per-delivery settings new deliveries use; a reload
+    /// swaps it, and deliveries already running finish on the one they took.
+    current: RwLock<Arc<Version>>,
     js: jetstream::Context,
     /// Deliveries waiting for a stream that is unavailable.
     pub stalls: Stalls,
     throttle: Throttle,
+    pub telemetry: HandlerTelemetry,
+}
+
+/// One version of a handler: its component and per-delivery settings.
+pub(crate) struct Version {
+    pub guest: Guest,
+    backoff: Backoff,
+}
+
+impl Version {
+    fn new(guest: Guest) -> Version {
+        let h = guest.handler();
+        Version {
+            backoff: Backoff::new(h.backoff.clone(), h.backoff_jitter),
+            guest,
+        }
+    }
 }
 
 /// How a delivery was settled with the broker.
@@ -83,25 +105,44 @@ impl Drop for StallGuard<'_> {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(guest: Guest, js: jetstream::Context) -> Dispatcher {
-        let handler = guest.handler().clone();
+    pub(crate) fn new(
+        guest: Guest,
+        js: jetstream::Context,
+        telemetry: HandlerTelemetry,
+    ) -> Dispatcher {
         Dispatcher {
-            backoff: Backoff::new(handler.backoff.clone(), handler.backoff_jitter),
-            handler,
-            guest,
+            telemetry,
+            handler: guest.handler().clone(),
+            current: RwLock::new(Arc::new(Version::new(guest))),
             js,
             stalls: Stalls::default(),
             throttle: Throttle::default(),
         }
     }
 
+    /// The version new deliveries use.
+    pub(crate) fn current(&self) -> Arc<Version> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `guest` (a new component, new per-delivery settings, or both)
+    /// the version new deliveries use.
+    pub(crate) fn swap(&self, guest: Guest) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Version::new(guest));
+    }
+
     /// Runs one delivery to its settlement.
     pub(crate) async fn deliver(&self, lease: Lease) -> Settled {
+        let version = self.current();
+        let handler = version.guest.handler().clone();
         let msg = lease.message();
         let info = match msg.info() {
             Ok(info) => info,
             Err(e) => {
-                warn!(handler = %self.handler.name, error = %e, "message without JetStream metadata; ignoring it");
+                warn!(handler = %handler.name, error = %e, "message without JetStream metadata; ignoring it");
                 return Settled::Abandoned;
             }
         };
@@ -112,18 +153,28 @@ impl Dispatcher {
                 .and_then(|h| h.get(name))
                 .map(|v| v.as_str().to_string())
         };
+        let parent = header(headers::TRACEPARENT)
+            .as_deref()
+            .and_then(SpanContext::parse);
+        let trace = SpanContext::child_of(parent.as_ref());
         let source = Source {
             stream: info.stream.to_string(),
             consumer: info.consumer.to_string(),
             subject: msg.subject.as_str().to_owned(),
             stream_sequence: info.stream_sequence,
-            traceparent: header(headers::TRACEPARENT),
+            trace,
             tracestate: header(headers::TRACESTATE).filter(|s| s.len() <= outbox::MAX_TRACESTATE),
         };
         let span = info_span!(
             "delivery",
-            handler = %self.handler.name,
+            otel.kind = "consumer",
+            otel.name = %format_args!("process {}", source.subject),
+            handler = %handler.name,
+            trace_id = %trace.trace_hex(),
+            span_id = %trace.span_hex(),
+            parent_span_id = parent.map(|p| p.span_hex()).unwrap_or_default(),
             messaging.system = "nats",
+            messaging.operation.type = "process",
             messaging.destination.name = %source.subject,
             messaging.consumer.group.name = %info.consumer,
             messaging.message.id = info.stream_sequence,
@@ -139,19 +190,20 @@ impl Dispatcher {
                 stream_sequence: info.stream_sequence,
                 consumer_sequence: info.consumer_sequence,
                 attempt,
-                max_attempts: self.handler.max_attempts,
+                max_attempts: handler.max_attempts,
                 published_at_nanos: u64::try_from(info.published.unix_timestamp_nanos())
                     .unwrap_or(0),
             },
         };
         async move {
-            let ran = if attempt > self.handler.max_attempts {
+            let ran = if attempt > handler.max_attempts {
                 Ran {
                     outcome: Outcome::PastFinalAttempt,
                     outputs: Vec::new(),
+                    times: None,
                 }
             } else {
-                self.guest.run(&message).await
+                version.guest.run(&message).await
             };
             match &ran.outcome {
                 Outcome::Failed { failure, detail } => {
@@ -161,14 +213,21 @@ impl Dispatcher {
                 Outcome::Reject { reason } => debug!(%reason, "guest rejected the message"),
                 _ => {}
             }
-            let action = settle(
-                ran.outcome,
-                attempt,
-                self.handler.max_attempts,
-                &self.backoff,
-            );
-            self.apply(lease, &source, attempt, action, ran.outputs)
-                .await
+            let pulled = lease.pulled();
+            let action = settle(ran.outcome, attempt, handler.max_attempts, &version.backoff);
+            let (settled, reason) = self
+                .apply(&version, lease, &source, attempt, action, &ran.outputs)
+                .await;
+            self.telemetry.settled(&Record {
+                settled,
+                pulled,
+                ran: ran.times,
+                outputs: ran.outputs.len(),
+                reason: reason.as_deref(),
+                source: &source,
+                parent: parent.as_ref(),
+            });
+            settled
         }
         .instrument(span)
         .await
@@ -179,17 +238,20 @@ impl Dispatcher {
     /// failure on the way keeps the message and tries again.
     async fn apply(
         &self,
+        version: &Version,
         lease: Lease,
         source: &Source,
         attempt: u32,
         mut action: Action,
-        outputs: Vec<Outgoing>,
-    ) -> Settled {
-        let max = self.handler.max_attempts;
+        outputs: &[Outgoing],
+    ) -> (Settled, Option<String>) {
+        let handler = version.guest.handler();
+        let max = handler.max_attempts;
         // The step that failed, to try again after `Action::RetryStep`.
         let mut failed: Option<Action> = None;
         let mut tries = 0u32;
         let mut _stalled = None;
+        let mut _held = None;
         loop {
             let step = match action {
                 Action::RetryStep { delay } => {
@@ -201,24 +263,24 @@ impl Dispatcher {
             match step {
                 Action::PublishThenAck => {
                     let first_try = attempt == 1 && tries == 0;
-                    match outbox::flush(&self.js, source, &outputs, first_try).await {
+                    match outbox::flush(&self.js, source, outputs, first_try).await {
                         Ok(()) => {
                             failpoint::after_outbox();
-                            return match lease.ack(self.handler.double_ack).await {
+                            return match lease.ack(handler.double_ack).await {
                                 Ok(()) => {
                                     debug!(outputs = outputs.len(), "acked");
-                                    Settled::Acked
+                                    (Settled::Acked, None)
                                 }
                                 Err(e) => {
                                     // The outputs are stored with deterministic ids, so the
                                     // redelivery this causes will not duplicate them.
                                     warn!(error = %e, "ack failed; the message will be redelivered");
-                                    Settled::Abandoned
+                                    (Settled::Abandoned, None)
                                 }
                             };
                         }
                         Err(e) => match outbox::resolve(&self.js, e, |s| {
-                            self.handler.publish.literals().any(|l| l == s)
+                            handler.publish.literals().any(|l| l == s)
                         })
                         .await
                         {
@@ -228,25 +290,26 @@ impl Dispatcher {
                                     Outcome::OutputRefused { detail },
                                     attempt,
                                     max,
-                                    &self.backoff,
+                                    &version.backoff,
                                 );
                             }
                             FlushError::Unavailable(e) => {
                                 if let Some(suppressed) = self.throttle.admit("outbox") {
                                     error!(
-                                        handler = %self.handler.name,
+                                        handler = %handler.name,
                                         error = format!("{e:#}"),
                                         suppressed,
                                         "outputs not confirmed; holding the message and trying again"
                                     );
                                 }
                                 _stalled.get_or_insert_with(|| self.stalls.enter());
+                                _held.get_or_insert_with(|| self.telemetry.status.hold());
                                 failed = Some(Action::PublishThenAck);
                                 action = settle(
                                     Outcome::HostFailed { tries },
                                     attempt,
                                     max,
-                                    &self.backoff,
+                                    &version.backoff,
                                 );
                                 tries += 1;
                             }
@@ -255,29 +318,29 @@ impl Dispatcher {
                 }
                 Action::Nak { delay } => {
                     return match lease.nak(delay).await {
-                        Ok(()) => Settled::Naked,
+                        Ok(()) => (Settled::Naked, None),
                         Err(e) => {
                             warn!(error = %e, "nak failed; ack_wait will redeliver the message");
-                            Settled::Abandoned
+                            (Settled::Abandoned, None)
                         }
                     };
                 }
                 Action::DeadLetter { kind, reason } => {
-                    let Some(subject) = &self.handler.dead_letter else {
+                    let Some(subject) = &handler.dead_letter else {
                         error!(
                             kind = %kind,
                             reason = %reason,
                             "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
                         );
                         return match lease.term().await {
-                            Ok(()) => Settled::Dropped,
-                            Err(_) => Settled::Abandoned,
+                            Ok(()) => (Settled::Dropped, Some(reason)),
+                            Err(_) => (Settled::Abandoned, None),
                         };
                     };
                     let reason_info = dead_letter::Reason {
                         kind,
                         text: &reason,
-                        handler: &self.handler.name,
+                        handler: &handler.name,
                         deliveries: u64::from(attempt),
                     };
                     let msg = lease.message();
@@ -286,29 +349,19 @@ impl Dispatcher {
                     match dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await {
                         Ok(()) => {
                             return match lease.term().await {
-                                Ok(()) => {
-                                    info!(
-                                        handler = %self.handler.name,
-                                        stream = %source.stream,
-                                        sequence = source.stream_sequence,
-                                        kind = %kind,
-                                        reason = %dead_letter::clean_reason(&reason),
-                                        "dead-lettered"
-                                    );
-                                    Settled::DeadLettered(kind)
-                                }
+                                Ok(()) => (Settled::DeadLettered(kind), Some(reason)),
                                 Err(e) => {
                                     // The copy's id is derived from the source sequence, so
                                     // dead-lettering it again on redelivery is a no-op.
                                     warn!(error = %e, "term failed after the dead-letter copy was stored");
-                                    Settled::Abandoned
+                                    (Settled::Abandoned, None)
                                 }
                             };
                         }
                         Err(e) => {
                             if let Some(suppressed) = self.throttle.admit("dead-letter") {
                                 error!(
-                                    handler = %self.handler.name,
+                                    handler = %handler.name,
                                     error = %e,
                                     suppressed,
                                     "dead-letter copy not stored; holding the message and trying again"
@@ -319,9 +372,14 @@ impl Dispatcher {
                             if matches!(e, FlushError::Unavailable(_)) {
                                 _stalled.get_or_insert_with(|| self.stalls.enter());
                             }
+                            _held.get_or_insert_with(|| self.telemetry.status.hold());
                             failed = Some(Action::DeadLetter { kind, reason });
-                            action =
-                                settle(Outcome::HostFailed { tries }, attempt, max, &self.backoff);
+                            action = settle(
+                                Outcome::HostFailed { tries },
+                                attempt,
+                                max,
+                                &version.backoff,
+                            );
                             tries += 1;
                         }
                     }

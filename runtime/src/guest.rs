@@ -4,7 +4,7 @@
 //! module creates Stores.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use wasmtime::{Engine, Store, Trap};
@@ -16,6 +16,7 @@ use crate::host::publish::Outgoing;
 use crate::host::wasi::Output;
 use crate::settle::{Failure, Outcome};
 use crate::store::{Shared, StoreState, new_store, rearm};
+use crate::telemetry::RunTimes;
 
 /// How much of the end of a guest's stderr a trap's reason keeps: that is
 /// where a Rust panic message, a Python traceback's last line or a JS
@@ -43,6 +44,8 @@ pub(crate) struct Ran {
     pub outcome: Outcome,
     /// The outbox, when the guest succeeded; empty otherwise.
     pub outputs: Vec<Outgoing>,
+    /// How long it took; `None` when the guest was not run.
+    pub times: Option<RunTimes>,
 }
 
 impl Guest {
@@ -53,6 +56,11 @@ impl Guest {
             shared,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same compiled component with other per-delivery settings.
+    pub(crate) fn with_settings(&self, shared: Shared) -> Guest {
+        Guest::new(self.engine.clone(), self.pre.clone(), shared)
     }
 
     pub(crate) fn handler(&self) -> &Arc<HandlerConfig> {
@@ -110,15 +118,25 @@ impl Guest {
         // The epoch deadline stops a guest that runs code; this stops one
         // blocked in a host call (a WASI sleep, a poll) at the same time.
         let deadline = store.data().deadline() + 2 * EPOCH_TICK;
+        let started = Instant::now();
+        let mut instantiate = Duration::ZERO;
         let call = async {
             let instance = match instance {
                 Some(i) => i,
-                None => self.pre.instantiate_async(&mut store).await?,
+                None => {
+                    let i = self.pre.instantiate_async(&mut store).await?;
+                    instantiate = started.elapsed();
+                    i
+                }
             };
             let result = instance.call_handle(&mut store, message).await;
             result.map(|r| (r, instance))
         };
         let result = tokio::time::timeout_at(deadline.into(), call).await;
+        let times = RunTimes {
+            instantiate,
+            total: started.elapsed(),
+        };
         let state = store.data_mut();
         let output = state.wasi.output.take();
         log_output(&self.shared.name, &output, state.log.dropped);
@@ -134,7 +152,8 @@ impl Guest {
                 (Outcome::Reject { reason }, Some(instance))
             }
             Ok(Err(e)) => {
-                let (failure, detail) = classify(&e, state.limits.hit, handler, &output.stderr_tail);
+                let (failure, detail) =
+                    classify(&e, state.limits.hit, handler, &output.stderr_tail);
                 (Outcome::Failed { failure, detail }, None)
             }
             Err(_) => (
@@ -166,7 +185,11 @@ impl Guest {
                     uses: uses + 1,
                 });
         }
-        Ran { outcome, outputs }
+        Ran {
+            outcome,
+            outputs,
+            times: Some(times),
+        }
     }
 
     /// Times `n` deliveries of `message` without NATS: a fresh Store,
@@ -180,13 +203,13 @@ impl Guest {
         let mut instantiate = Duration::ZERO;
         let mut call = Duration::ZERO;
         for _ in 0..n {
-            let t0 = std::time::Instant::now();
+            let t0 = Instant::now();
             let mut store = new_store(&self.engine, &self.shared);
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let t1 = std::time::Instant::now();
+            let t1 = Instant::now();
             let result = instance.call_handle(&mut store, message).await?;
             drop(store);
-            let t2 = std::time::Instant::now();
+            let t2 = Instant::now();
             anyhow::ensure!(result.is_ok(), "the guest did not succeed");
             instantiate += t1 - t0;
             call += t2 - t1;

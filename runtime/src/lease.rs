@@ -54,6 +54,7 @@ impl Leases {
             id,
             leases: self.clone(),
             msg,
+            pulled: Instant::now(),
         })
     }
 
@@ -101,9 +102,15 @@ pub(crate) struct Lease {
     id: u64,
     leases: Arc<Leases>,
     msg: jetstream::Message,
+    pulled: Instant,
 }
 
 impl Lease {
+    /// When the message was pulled.
+    pub(crate) fn pulled(&self) -> Instant {
+        self.pulled
+    }
+
     pub(crate) fn message(&self) -> &jetstream::Message {
         &self.msg
     }

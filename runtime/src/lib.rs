@@ -24,19 +24,23 @@ mod engine;
 mod guest;
 mod headers;
 mod host;
+mod http;
 mod lease;
 mod line;
+mod loader;
 mod outbox;
 mod pull;
+mod reload;
 pub mod server;
 mod settle;
 mod shutdown;
 mod store;
 mod subject;
+mod telemetry;
 mod text;
 mod throttle;
+mod trace;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,18 +54,16 @@ use tracing::{error, info, warn};
 pub use crate::shutdown::Signals;
 
 use crate::binding::{BindError, Seen};
-use crate::config::{Config, HandlerConfig};
+use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::engine::{Demand, Engines, Kind};
-use crate::guest::Guest;
-use crate::host::publish::MaxPayload;
-use crate::store::Shared;
+use crate::engine::Kind;
+use crate::loader::{Loaded, Loader};
 
 /// Every handler's component compiled, checked against the world, and
 /// instantiated once within its limits.
 struct Prepared {
-    guests: Vec<Guest>,
-    max_payload: MaxPayload,
+    loader: Arc<Loader>,
+    loaded: Vec<Loaded>,
     /// Runs for as long as any Store can: every deadline depends on it.
     _ticker: engine::EpochTicker,
 }
@@ -72,48 +74,17 @@ struct Prepared {
 async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let handlers = config.handlers.clone();
     // Compiling is CPU-bound and can take seconds for a large component.
-    let compiled = tokio::task::spawn_blocking(move || compile_all(handlers))
+    let (loader, loaded) = tokio::task::spawn_blocking(move || Loader::start(&handlers))
         .await
         .context("compiling the components")??;
-    for guest in &compiled.guests {
-        guest.probe().await?;
-    }
-    Ok(compiled)
-}
-
-fn compile_all(handlers: Vec<HandlerConfig>) -> anyhow::Result<Prepared> {
-    let mut files = Vec::new();
-    let mut demands: BTreeMap<Kind, Demand> = BTreeMap::new();
-    for h in &handlers {
-        let file = component::read(&h.name, &h.component)?;
-        if file.footprint.initial_memory > h.memory {
-            return Err(guest::memory_too_small(h, file.footprint.initial_memory));
-        }
-        let kind = Kind::for_handler(h.fuel.is_some(), &file.footprint);
-        demands
-            .entry(kind)
-            .or_default()
-            .add(h.concurrency, file.footprint, h.memory);
-        files.push((kind, file));
-    }
-    let engines = Engines::new(demands)?;
-    let mut linkers = BTreeMap::new();
-    let max_payload = MaxPayload::default();
-    let mut guests = Vec::new();
-    for (h, (kind, file)) in handlers.into_iter().zip(files) {
-        let engine = engines.get(kind).clone();
-        let linker = match linkers.entry(kind) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(engine::new_linker(&engine)?),
-        };
-        let pre = engine::compile(&engine, linker, &h.name, &h.component, &file.bytes)?;
-        let shared = Shared::new(Arc::new(h), max_payload.clone());
-        guests.push(Guest::new(engine, pre, shared));
+    let ticker = loader.start_ticker();
+    for l in &loaded {
+        l.guest.probe().await?;
     }
     Ok(Prepared {
-        guests,
-        max_payload,
-        _ticker: engines.start_ticker(),
+        loader: Arc::new(loader),
+        loaded,
+        _ticker: ticker,
     })
 }
 
@@ -148,7 +119,26 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
 /// `startup_timeout`; `shutdown` is honoured at every step. Returns an
 /// error, after draining the others, when a handler cannot go on.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_serving(config, shutdown, |_| {}).await
+}
+
+/// `run`, telling `serving` the address of the metrics listener once it is
+/// bound (for `wharf dev`, which may pick a free port).
+pub(crate) async fn run_serving(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    serving: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let (telemetry, instruments) = telemetry::Telemetry::new(&config.handlers);
+    let telemetry = Arc::new(telemetry);
+    let listener_stop = CancellationToken::new();
+    // The listener comes first: a liveness probe must answer while a large
+    // component compiles, and readiness says "starting" meanwhile.
+    if let Some(addr) = config.runtime.metrics_addr {
+        serving(http::serve(addr, telemetry.clone(), listener_stop.clone()).await?);
+    }
+    let _listener = listener_stop.clone().drop_guard();
     let started = tokio::select! {
         started = start(&config) => started?,
         _ = &mut shutdown => {
@@ -157,14 +147,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     let Started { prepared, link, js } = started;
+    telemetry.watch(link.state.clone());
     let stop = CancellationToken::new();
     let mut loops = JoinSet::new();
     let Prepared {
-        guests, _ticker, ..
+        loader,
+        loaded,
+        _ticker,
     } = prepared;
-    for guest in guests {
-        let handler = guest.handler().clone();
-        let dispatcher = Arc::new(Dispatcher::new(guest, js.clone()));
+    let versions: Vec<(Kind, u64)> = loaded.iter().map(|l| (l.kind, l.digest)).collect();
+    let mut dispatchers = Vec::new();
+    for (l, instruments) in loaded.into_iter().zip(instruments) {
+        let handler = l.guest.handler().clone();
+        let dispatcher = Arc::new(Dispatcher::new(l.guest, js.clone(), instruments));
+        dispatchers.push(dispatcher.clone());
         info!(
             handler = %handler.name,
             stream = %handler.stream,
@@ -181,11 +177,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
         loops.spawn(async move { (name, run.await) });
     }
+    // Reloads compare against the file as written, without the command
+    // line's overrides; a config that did not come from a file cannot reload.
+    match Config::load(&config.path) {
+        Ok(file) => {
+            let reloader = Arc::new(reload::Reloader::new(
+                file,
+                loader.clone(),
+                js.clone(),
+                dispatchers,
+                versions,
+                telemetry.reloads.clone(),
+            ));
+            tokio::spawn(reloader.run(config.runtime.watch, stop.clone()));
+        }
+        Err(e) => warn!(error = %e, "reloads are off: the config file cannot be read again"),
+    }
     let mut failed = Vec::new();
     tokio::select! {
         _ = &mut shutdown => info!("shutting down: no new deliveries; draining"),
         Some(ended) = loops.join_next() => failed.extend(ended_badly(ended)),
     }
+    telemetry.shutting_down();
     stop.cancel();
     while let Some(ended) = loops.join_next().await {
         failed.extend(ended_badly(ended));
@@ -199,6 +212,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "could not flush the last acks to the server; what they settled will be redelivered"
         );
     }
+    telemetry.flush();
     if failed.is_empty() {
         info!(reconnects = link.state.reconnects(), "stopped");
         Ok(())
@@ -232,13 +246,14 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     let prepared = prepare(config).await?;
     let link = connect::link(&config.nats, "wharf").await?;
     prepared
+        .loader
         .max_payload
         .set(link.client.server_info().max_payload);
     let mut js = jetstream::new(link.client.clone());
     js.set_timeout(binding::REQUEST_TIMEOUT);
     let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
-    for guest in &prepared.guests {
-        let handler = guest.handler();
+    for loaded in &prepared.loaded {
+        let handler = loaded.guest.handler();
         let mut delay = Duration::from_millis(100);
         loop {
             let bound = match binding::subjects(&js, handler).await {
@@ -293,6 +308,6 @@ pub mod bench {
                 published_at_nanos: 0,
             },
         };
-        prepared.guests[0].time(&message, n).await
+        prepared.loaded[0].guest.time(&message, n).await
     }
 }

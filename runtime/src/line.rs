@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -13,6 +13,7 @@ use tracing::error;
 
 use crate::dispatch::Dispatcher;
 use crate::lease::Lease;
+use crate::telemetry::HandlerStatus;
 
 /// A pulled message waiting for a free slot, holding its place in the bound.
 pub(crate) struct Waiting {
@@ -25,34 +26,37 @@ pub(crate) struct Waiting {
 pub(crate) struct Line {
     waiting: Mutex<VecDeque<Waiting>>,
     ready: Semaphore,
-    /// Deliveries running now, for the shutdown log.
-    running: AtomicUsize,
-}
-
-impl Default for Line {
-    fn default() -> Line {
-        Line {
-            waiting: Mutex::default(),
-            ready: Semaphore::new(0),
-            running: AtomicUsize::new(0),
-        }
-    }
+    /// Counts of running and waiting deliveries, for metrics and the shutdown log.
+    status: Arc<HandlerStatus>,
 }
 
 impl Line {
+    pub(crate) fn new(status: Arc<HandlerStatus>) -> Line {
+        Line {
+            waiting: Mutex::default(),
+            ready: Semaphore::new(0),
+            status,
+        }
+    }
+
     pub(crate) fn join(&self, w: Waiting) {
         self.lock().push_back(w);
+        self.status.waiting.fetch_add(1, Ordering::Relaxed);
         self.ready.add_permits(1);
     }
 
     /// Empties the line, oldest first.
     pub(crate) fn take_all(&self) -> VecDeque<Waiting> {
-        std::mem::take(&mut *self.lock())
+        let all = std::mem::take(&mut *self.lock());
+        self.status
+            .waiting
+            .fetch_sub(all.len() as i64, Ordering::Relaxed);
+        all
     }
 
     /// Deliveries running now.
-    pub(crate) fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+    pub(crate) fn running(&self) -> i64 {
+        self.status.running.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
@@ -80,7 +84,8 @@ pub(crate) async fn work(
         let Some(next) = line.lock().pop_front() else {
             continue;
         };
-        line.running.fetch_add(1, Ordering::Relaxed);
+        line.status.waiting.fetch_sub(1, Ordering::Relaxed);
+        line.status.running.fetch_add(1, Ordering::Relaxed);
         let Waiting { lease, _place } = next;
         // The delivery owns the lease; a handle stays here to hand the
         // message back if the delivery must be abandoned.
@@ -95,6 +100,6 @@ pub(crate) async fn work(
             _ = abort.cancelled() => hand_back.hand_back().await,
         }
         drop(_place);
-        line.running.fetch_sub(1, Ordering::Relaxed);
+        line.status.running.fetch_sub(1, Ordering::Relaxed);
     }
 }

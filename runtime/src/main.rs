@@ -10,12 +10,29 @@ use wharf::dlq::Selector;
 #[derive(Parser)]
 #[command(
     name = "wharf",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (handler world wharf:handler/handler@0.1.0, wasmtime 48)"
+    ),
     about = "Run WebAssembly message handlers against NATS JetStream"
 )]
 struct Cli {
+    /// Log format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, env = "WHARF_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The operator's HTTP listener, and reloads.
+#[derive(Args)]
+struct MetricsArg {
+    /// Also reload when the config file or a component file changes (SIGHUP always reloads).
+    #[arg(long)]
+    watch: bool,
+    /// Serve /metrics, /healthz and /readyz here (overrides `[runtime] metrics_addr`).
+    #[arg(long, env = "WHARF_METRICS_ADDR", value_name = "ADDR", value_parser = wharf::config::parse_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -26,6 +43,8 @@ enum Command {
         config: ConfigArg,
         #[command(flatten)]
         nats: Connection,
+        #[command(flatten)]
+        metrics: MetricsArg,
     },
     /// Check the config and that every component implements the handler world, without a server.
     Check {
@@ -40,6 +59,8 @@ enum Command {
     Dev {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        metrics: MetricsArg,
     },
     /// Inspect, replay or purge dead-letter messages.
     Dlq {
@@ -92,13 +113,16 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -130,16 +154,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, nats } => {
+        Command::Run {
+            config,
+            nats,
+            metrics,
+        } => {
             let mut config = Config::load(&config.config)?;
             config.nats = config.nats.overlaid(nats);
+            if metrics.metrics_addr.is_some() {
+                config.runtime.metrics_addr = metrics.metrics_addr;
+            }
+            config.runtime.watch |= metrics.watch;
             runtime.block_on(async {
                 let shutdown = wharf::Signals::new()?.first_then_force();
                 wharf::run(config, shutdown).await
             })
         }
-        Command::Dev { config } => {
-            let config = Config::load(&config.config)?;
+        Command::Dev { config, metrics } => {
+            let mut config = Config::load(&config.config)?;
+            if metrics.metrics_addr.is_some() {
+                config.runtime.metrics_addr = metrics.metrics_addr;
+            }
+            config.runtime.watch |= metrics.watch;
             runtime.block_on(async {
                 let shutdown = wharf::Signals::new()?.first_then_force();
                 wharf::dev::run(config, shutdown).await

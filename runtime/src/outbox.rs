@@ -7,6 +7,7 @@ use tracing::{debug, warn};
 
 use crate::headers;
 use crate::host::publish::Outgoing;
+use crate::trace::SpanContext;
 
 /// Longest `tracestate` carried over to outputs (the W3C limit is 512 bytes).
 pub(crate) const MAX_TRACESTATE: usize = 512;
@@ -18,8 +19,9 @@ pub(crate) struct Source {
     pub consumer: String,
     pub subject: String,
     pub stream_sequence: u64,
-    /// W3C trace context for outputs.
-    pub traceparent: Option<String>,
+    /// The delivery's span: the parent of every output.
+    pub trace: SpanContext,
+    /// The input's `tracestate`, carried over.
     pub tracestate: Option<String>,
 }
 
@@ -75,10 +77,10 @@ pub(crate) async fn flush(
             headers::SOURCE_SEQUENCE,
             source.stream_sequence.to_string().as_str(),
         );
-        if headers.get(headers::TRACEPARENT).is_none()
-            && let Some(tp) = &source.traceparent
-        {
-            headers.insert(headers::TRACEPARENT, tp.as_str());
+        // The guest's own trace context wins; otherwise the output is a
+        // child of the delivery's span.
+        if headers.get(headers::TRACEPARENT).is_none() {
+            headers.insert(headers::TRACEPARENT, source.trace.traceparent().as_str());
             if let Some(ts) = &source.tracestate {
                 headers.insert(headers::TRACESTATE, ts.as_str());
             }

@@ -3,6 +3,7 @@
 //! the consumer after errors, and drains on shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -46,10 +47,17 @@ pub(crate) async fn run(
     let stop = stop.child_token();
     let places = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
     let abort = CancellationToken::new();
-    let line = Arc::new(Line::default());
+    let status = dispatcher.telemetry.status.clone();
+    let line = Arc::new(Line::new(status.clone()));
     let leases = Leases::new(js.client(), handler.ack_wait);
     let leases_done = CancellationToken::new();
     tokio::spawn(leases.clone().keep_alive(leases_done.clone()));
+    tokio::spawn(watch_consumer(
+        js.clone(),
+        handler.clone(),
+        status.clone(),
+        leases_done.clone(),
+    ));
     // One long-lived task per slot, instead of a task per delivery: spawning
     // one cost about a tenth of the host's CPU per message (BENCHMARKS.md).
     let workers = TaskTracker::new();
@@ -66,12 +74,16 @@ pub(crate) async fn run(
 
     'pull: while !stop.is_cancelled() {
         let consumer = match binding::consumer(&js, &handler, Seen::Before).await {
-            Ok(c) => c,
+            Ok(c) => {
+                status.bound.store(true, Ordering::Relaxed);
+                c
+            }
             Err(BindError::Config(e)) => {
                 failed = Some(e);
                 break 'pull;
             }
             Err(BindError::Unavailable(e)) => {
+                status.bound.store(false, Ordering::Relaxed);
                 warn!(handler = %handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
                 if wait_or_stop(&stop, retry_delay).await {
                     break 'pull;
@@ -111,6 +123,7 @@ pub(crate) async fn run(
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
+                    status.bound.store(false, Ordering::Relaxed);
                     warn!(handler = %handler.name, error = %e, "pull request failed; rebinding the consumer");
                     if wait_or_stop(&stop, retry_delay).await {
                         break 'pull;
@@ -155,6 +168,7 @@ pub(crate) async fn run(
                 lease.hand_back().await;
             }
             if failures_in_a_row >= 3 {
+                status.bound.store(false, Ordering::Relaxed);
                 warn!(handler = %handler.name, "pulling keeps failing; rebinding the consumer");
                 if wait_or_stop(&stop, retry_delay).await {
                     break 'pull;
@@ -187,6 +201,8 @@ pub(crate) async fn run(
         settled &= bounded(workers.wait()).await;
     }
     leases_done.cancel();
+    status.alive.store(false, Ordering::Relaxed);
+    status.bound.store(false, Ordering::Relaxed);
     let unsettled = leases.count();
     if !settled || unsettled > 0 {
         warn!(
@@ -198,6 +214,39 @@ pub(crate) async fn run(
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How often the consumer's pending counts are read for the metrics.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the consumer's pending, ack-pending and redelivered counts in the
+/// handler's status, so that lag shows in the metrics.
+async fn watch_consumer(
+    js: jetstream::Context,
+    handler: Arc<crate::config::HandlerConfig>,
+    status: Arc<crate::telemetry::HandlerStatus>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(stream) = js.get_stream_no_info(&handler.stream).await else {
+            continue;
+        };
+        if let Ok(info) = stream.consumer_info(&handler.consumer).await {
+            status.pending.store(info.num_pending, Ordering::Relaxed);
+            status
+                .ack_pending
+                .store(info.num_ack_pending as u64, Ordering::Relaxed);
+            status
+                .redelivered
+                .store(info.num_redelivered as u64, Ordering::Relaxed);
+        }
     }
 }
 

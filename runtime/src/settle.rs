@@ -54,6 +54,18 @@ pub enum DeadLetterKind {
 }
 
 impl DeadLetterKind {
+    /// Every kind, for metrics that start each at zero.
+    pub const ALL: [DeadLetterKind; 7] = [
+        DeadLetterKind::Rejected,
+        DeadLetterKind::Exhausted,
+        DeadLetterKind::Trap,
+        DeadLetterKind::Timeout,
+        DeadLetterKind::Memory,
+        DeadLetterKind::Output,
+        DeadLetterKind::Crashed,
+    ];
+
+    /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
             DeadLetterKind::Rejected => "rejected",

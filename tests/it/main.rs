@@ -16,4 +16,6 @@ mod no_std;
 mod operations;
 mod outputs;
 mod policy;
+mod reload;
 mod shutdown;
+mod telemetry;

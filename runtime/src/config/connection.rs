@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// Connection settings. In a config file they form the `[nats]` table; on
 /// the command line each is a flag that also reads its `NATS_*` variable,
 /// and overrides the file.
-#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
     /// Server URL, or a comma-separated list of seed URLs.

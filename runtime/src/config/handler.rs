@@ -22,7 +22,7 @@ pub enum Isolation {
 }
 
 /// One handler: a component bound to one stream's durable consumer, with its limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HandlerConfig {
     /// Names the handler in logs, metrics and dead-letter copies.
     pub name: String,
@@ -286,6 +286,36 @@ pub(super) fn validate(
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
         name: h.name,
     })
+}
+
+impl HandlerConfig {
+    /// The settings a reload cannot change, because they shape the consumer
+    /// or the pull loop: those of `self` that differ from `other`.
+    pub fn binding_changes(&self, other: &HandlerConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.stream != other.stream {
+            changed.push("stream");
+        }
+        if self.consumer != other.consumer {
+            changed.push("consumer");
+        }
+        if self.filter_subject != other.filter_subject {
+            changed.push("filter_subject");
+        }
+        if self.ack_wait != other.ack_wait {
+            changed.push("ack_wait");
+        }
+        if self.concurrency != other.concurrency {
+            changed.push("concurrency");
+        }
+        if self.prefetch != other.prefetch {
+            changed.push("prefetch");
+        }
+        if self.recreate_consumer != other.recreate_consumer {
+            changed.push("recreate_consumer");
+        }
+        changed
+    }
 }
 
 /// Checks the handler's name before anything else refers to it.

@@ -44,17 +44,21 @@ pub struct Config {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
     /// How long shutdown waits for in-flight deliveries before it naks them.
     pub drain_timeout: Duration,
     /// How long start-up waits for the server to answer (a leader election,
     /// a seed coming up) before it gives up.
     pub startup_timeout: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; off when unset.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Reload when the config file or a component file changes, not only on SIGHUP.
+    pub watch: bool,
 }
 
 /// A stream that `wharf dev` creates when it is missing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
     /// The stream's name.
     pub name: String,
@@ -83,6 +87,8 @@ struct RawConfig {
 struct RawRuntime {
     drain_timeout: Option<String>,
     startup_timeout: Option<String>,
+    metrics_addr: Option<String>,
+    watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +227,14 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             raw.runtime.startup_timeout.as_deref(),
             defaults::STARTUP_TIMEOUT,
         )?,
+        metrics_addr: raw
+            .runtime
+            .metrics_addr
+            .as_deref()
+            .map(parse_addr)
+            .transpose()
+            .map_err(|e| top.err("runtime.metrics_addr", e))?,
+        watch: raw.runtime.watch.unwrap_or(false),
     };
     let streams = raw
         .streams
@@ -257,6 +271,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         runtime,
         streams,
         handlers,
+    })
+}
+
+/// Parses a listen address such as `127.0.0.1:9464` or `[::]:9464`.
+pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "\"{s}\" is not a listen address; write e.g. \"127.0.0.1:9464\" or \"0.0.0.0:9464\""
+        )
     })
 }
 
