@@ -17,6 +17,20 @@ if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; t
     apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# Python and JavaScript handlers are built with the machine's python3 (with
+# venv) and Node.js 20 or later (with npm); the build scripts install the
+# pinned componentize tools themselves.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing Node.js and npm"
+        apt-get update -qq && apt-get install -y -qq nodejs npm
+    fi
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing python3-venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv
+fi
+
 find_nats_server() {
     if [[ -n "${NATS_SERVER_BIN:-}" && -x "${NATS_SERVER_BIN}" ]]; then
         return 0

@@ -90,10 +90,16 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
-    pub(crate) fn new(demands: BTreeMap<Kind, Demand>) -> anyhow::Result<Engines> {
+    /// One engine per kind in `demands`; with `cache`, compiled components
+    /// are kept in that directory, keyed by the component and the engine's
+    /// settings, so an unchanged component starts without compiling.
+    pub(crate) fn new(
+        demands: BTreeMap<Kind, Demand>,
+        cache: Option<&Path>,
+    ) -> anyhow::Result<Engines> {
         let mut engines = BTreeMap::new();
         for (kind, demand) in demands {
-            engines.insert(kind, new_engine(kind, &demand)?);
+            engines.insert(kind, new_engine(kind, &demand, cache)?);
         }
         Ok(Engines {
             engines: Arc::new(engines),
@@ -114,8 +120,20 @@ impl Engines {
 /// a fresh instance per delivery then costs a slot reuse instead of fresh
 /// mappings. Falls back to on-demand allocation, with a warning, if the pool
 /// cannot be reserved (a tight `ulimit -v`, say).
-fn new_engine(kind: Kind, demand: &Demand) -> anyhow::Result<Engine> {
+fn new_engine(kind: Kind, demand: &Demand, cache: Option<&Path>) -> anyhow::Result<Engine> {
     let mut config = base_config(kind);
+    if let Some(dir) = cache {
+        match compile_cache(dir) {
+            Ok(c) => {
+                config.cache(Some(c));
+            }
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = format!("{e:#}"),
+                "cannot use the compile cache; compiling every component at start"
+            ),
+        }
+    }
     let slots = demand.instances.max(1);
     let per_slot = |n: u32, least: u32| slots.saturating_mul(n.max(least));
     let f = &demand.footprint;
@@ -155,6 +173,14 @@ fn new_engine(kind: Kind, demand: &Demand) -> anyhow::Result<Engine> {
                 .context("creating the WebAssembly engine")
         }
     }
+}
+
+fn compile_cache(dir: &Path) -> anyhow::Result<wasmtime::Cache> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(dir);
+    wasmtime::Cache::new(config).map_err(anyhow::Error::from)
 }
 
 fn base_config(kind: Kind) -> wasmtime::Config {

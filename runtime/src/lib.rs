@@ -73,10 +73,12 @@ struct Prepared {
 /// is all of `wharf check` and the first step of `wharf run`.
 async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let handlers = config.handlers.clone();
+    let cache = config.runtime.compile_cache.clone();
     // Compiling is CPU-bound and can take seconds for a large component.
-    let (loader, loaded) = tokio::task::spawn_blocking(move || Loader::start(&handlers))
-        .await
-        .context("compiling the components")??;
+    let (loader, loaded) =
+        tokio::task::spawn_blocking(move || Loader::start(&handlers, cache.as_deref()))
+            .await
+            .context("compiling the components")??;
     let ticker = loader.start_ticker();
     for l in &loaded {
         l.guest.probe().await?;

@@ -42,7 +42,10 @@ fn digest(bytes: &[u8]) -> u64 {
 impl Loader {
     /// Reads every handler's component, sizes one engine per kind of
     /// sandbox from all of them, and compiles each (no probe yet).
-    pub(crate) fn start(handlers: &[HandlerConfig]) -> anyhow::Result<(Loader, Vec<Loaded>)> {
+    pub(crate) fn start(
+        handlers: &[HandlerConfig],
+        cache: Option<&std::path::Path>,
+    ) -> anyhow::Result<(Loader, Vec<Loaded>)> {
         let mut files = Vec::new();
         let mut demands: BTreeMap<Kind, Demand> = BTreeMap::new();
         for h in handlers {
@@ -57,7 +60,7 @@ impl Loader {
                 .add(h.concurrency, file.footprint, h.memory);
             files.push((kind, file));
         }
-        let engines = Engines::new(demands.clone())?;
+        let engines = Engines::new(demands.clone(), cache)?;
         let mut linkers = BTreeMap::new();
         for kind in demands.keys() {
             linkers.insert(*kind, engine::new_linker(engines.get(*kind))?);

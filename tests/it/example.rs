@@ -1,24 +1,61 @@
-//! The example pipeline (examples/order-validator) end to end.
+//! The example pipelines end to end: the order validator in Rust, Python
+//! and JavaScript, each built from source, settling the same orders the
+//! same way.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use wharf::config::Config;
 
 use crate::support::*;
 
-/// 1,000 orders through the example: nothing pending afterwards, every
-/// malformed order dead-lettered with its reason, every valid one published once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_orders_through_the_example() {
-    guests();
+/// Builds the Python or JavaScript example with its build script, once per
+/// test run, and returns its config file.
+fn example(dir: &str, script: &str, entry: &str) -> PathBuf {
+    let root = root();
+    let status = std::process::Command::new(root.join("scripts").join(script))
+        .arg(root.join(entry))
+        .arg(root.join(dir).join("target/order_validator.wasm"))
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(status.success(), "scripts/{script} failed to build {dir}");
+    root.join(dir).join("wharf.toml")
+}
+
+fn python() -> &'static Path {
+    static CONFIG: OnceLock<PathBuf> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        example(
+            "examples/order-validator-python",
+            "build-python-handler.sh",
+            "examples/order-validator-python",
+        )
+    })
+}
+
+fn javascript() -> &'static Path {
+    static CONFIG: OnceLock<PathBuf> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        example(
+            "examples/order-validator-js",
+            "build-js-handler.sh",
+            "examples/order-validator-js/handler.js",
+        )
+    })
+}
+
+/// Runs 1,000 generated orders through the example configured in `path`:
+/// nothing pending afterwards, every malformed order dead-lettered with its
+/// reason, every valid one published once.
+async fn thousand_orders(path: &Path) {
     let server = server();
     let js = js(&server).await;
-    let path = root().join("examples/order-validator/wharf.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut config = Config::parse(&path, &text).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut config = Config::parse(path, &text).unwrap();
     config.nats.url = Some(server.url());
     wharf::dev::create_streams(&js, &config).await.unwrap();
+    let consumer = config.handlers[0].consumer.clone();
 
     let mut valid = HashSet::new();
     let mut malformed = 0;
@@ -41,7 +78,7 @@ async fn thousand_orders_through_the_example() {
         publish(&js, "orders.new", body.as_bytes(), &[("X-Source", "test")]).await;
     }
     let host = Host::start(config);
-    wait_drained(&js, "ORDERS", "order-validator").await;
+    wait_drained(&js, "ORDERS", &consumer).await;
     host.stop().await.unwrap();
 
     let dls = messages(&js, "ORDERS_DLQ").await;
@@ -49,7 +86,20 @@ async fn thousand_orders_through_the_example() {
     for dl in &dls {
         assert_eq!(header(dl, "Wharf-Reason-Kind"), Some("rejected"));
         assert_eq!(header(dl, "X-Source"), Some("test"));
-        assert!(!header(dl, "Wharf-Reason").unwrap().is_empty());
+        let reason = header(dl, "Wharf-Reason").unwrap();
+        let order: String = String::from_utf8_lossy(&dl.payload).into_owned();
+        if order.starts_with("{not json") {
+            assert!(
+                reason.starts_with("payload is not valid JSON for this handler"),
+                "{reason}"
+            );
+        } else {
+            // The same words in every language.
+            assert!(
+                reason.starts_with("order o") && reason.ends_with(" has no items"),
+                "{reason}"
+            );
+        }
     }
     let accepted = messages(&js, "ORDERS_ACCEPTED").await;
     let ids: Vec<String> = accepted
@@ -63,5 +113,107 @@ async fn thousand_orders_through_the_example() {
         "every valid order published exactly once"
     );
     assert_eq!(unique, valid);
-    let _ = Path::new("");
+    let body: serde_json::Value = serde_json::from_slice(&accepted[0].payload).unwrap();
+    assert_eq!(body["total_cents"], 200);
+    assert_eq!(body["lines"], 1);
+    assert_eq!(
+        header(&accepted[0], "Content-Type"),
+        Some("application/json")
+    );
+}
+
+/// The Rust example settles 1,000 orders as its README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_orders_through_the_rust_example() {
+    guests();
+    thousand_orders(&root().join("examples/order-validator/wharf.toml")).await;
+}
+
+/// The Python example, built from source, settles the same orders the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_orders_through_the_python_example() {
+    thousand_orders(python()).await;
+}
+
+/// The JavaScript example, built from source, settles the same orders the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_orders_through_the_javascript_example() {
+    thousand_orders(javascript()).await;
+}
+
+/// Builds a `behave` fixture in another language once per run.
+fn fixture(name: &str, script: &str, entry: &str) -> PathBuf {
+    let root = root();
+    let out = root
+        .join("guests/target/fixtures")
+        .join(format!("{name}.wasm"));
+    let status = std::process::Command::new(root.join("scripts").join(script))
+        .arg(root.join(entry))
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(status.success(), "scripts/{script} failed to build {entry}");
+    out
+}
+
+fn behave_py() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_py",
+            "build-python-handler.sh",
+            "guests/fixtures/behave-py/handler.py",
+        )
+    })
+}
+
+fn behave_js() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_js",
+            "build-js-handler.sh",
+            "guests/fixtures/behave-js/handler.js",
+        )
+    })
+}
+
+/// In Python and JavaScript, `Retry` and `Reject` settle as in Rust, and an
+/// uncaught exception settles like a Rust panic: nak'd with backoff, then
+/// dead-lettered as `trap` with the exception's type and message at the
+/// end of the reason, however deep its traceback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_languages_settle_like_rust() {
+    for (component, error) in [
+        (behave_py(), "ValueError: boom: deep"),
+        (behave_js(), "TypeError: boom: deep"),
+    ] {
+        let (server, js) = bed().await;
+        publish_behave(&js, "in.a", "ok").await;
+        publish_behave(&js, "in.a", "reject:no thanks").await;
+        publish_behave(&js, "in.a", "retry").await;
+        publish_behave(&js, "in.a", "raise:deep").await;
+        let config = config_for(
+            &server,
+            component,
+            "memory = \"128MiB\"\ntimeout = \"10s\"\nmax_attempts = 2",
+        );
+        let host = Host::start(config);
+        wait_drained(&js, "IN", "test").await;
+        host.stop().await.unwrap();
+        assert_eq!(count(&js, "OUT").await, 1, "{}", component.display());
+        let dls = messages(&js, "DLQ").await;
+        let by_kind = |kind: &str| {
+            dls.iter()
+                .find(|m| header(m, "Wharf-Reason-Kind") == Some(kind))
+                .and_then(|m| header(m, "Wharf-Reason"))
+                .unwrap_or_else(|| panic!("no {kind} copy for {}: {dls:?}", component.display()))
+                .to_string()
+        };
+        assert_eq!(dls.len(), 3, "{}", component.display());
+        assert_eq!(by_kind("rejected"), "no thanks");
+        assert!(by_kind("exhausted").contains("retry"));
+        let trap = by_kind("trap");
+        assert!(trap.ends_with(error), "{}: {trap}", component.display());
+    }
 }

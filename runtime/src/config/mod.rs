@@ -55,6 +55,8 @@ pub struct RuntimeConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Reload when the config file or a component file changes, not only on SIGHUP.
     pub watch: bool,
+    /// Where compiled components are kept between starts; `None` compiles every time.
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// A stream that `wharf dev` creates when it is missing.
@@ -89,6 +91,7 @@ struct RawRuntime {
     startup_timeout: Option<String>,
     metrics_addr: Option<String>,
     watch: Option<bool>,
+    compile_cache: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +238,11 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .transpose()
             .map_err(|e| top.err("runtime.metrics_addr", e))?,
         watch: raw.runtime.watch.unwrap_or(false),
+        compile_cache: match raw.runtime.compile_cache.as_deref() {
+            Some("off") => None,
+            Some(dir) => Some(resolve_path(&base, PathBuf::from(dir))),
+            None => default_cache_dir(),
+        },
     };
     let streams = raw
         .streams
@@ -272,6 +280,19 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         streams,
         handlers,
     })
+}
+
+/// The per-user cache directory: `$XDG_CACHE_HOME/wharf`, else `~/.cache/wharf`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wharf"))
+}
+
+fn resolve_path(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() { p } else { base.join(p) }
 }
 
 /// Parses a listen address such as `127.0.0.1:9464` or `[::]:9464`.

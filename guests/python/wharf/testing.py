@@ -1,0 +1,124 @@
+"""Unit-testing handlers without the host.
+
+`run` calls a handler on a `Message.for_test(...)` exactly as the component
+would, and reports how the delivery would settle, what it published and what
+it logged:
+
+    from wharf import Message
+    from wharf.testing import run
+
+    result = run(handle, Message.for_test("orders.new", b'{"id": "A-1", "items": []}'))
+    assert result.kind == "reject"
+    assert result.reason == "order A-1 has no items"
+
+`TestHost` is the recording host underneath, for tests that call a handler
+(or any code that publishes) directly:
+
+    with TestHost(config={"region": "eu"}) as host:
+        handle(msg)
+    assert host.published[0].subject == "billing.charge"
+
+Outside a component and outside a `TestHost`, publishes and log lines go to
+a default recording host, `default_host()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+from . import _dispatch, _host
+from ._host import LogLine, Published, RecordingHost
+from ._message import Message
+
+__all__ = ["LogLine", "Published", "Result", "TestHost", "default_host", "run"]
+
+
+class TestHost(RecordingHost):
+    """A recording host; used as a context manager it is the current host inside the block."""
+
+    # Keeps unittest's and pytest's collectors from taking this for a test case.
+    __test__ = False
+
+    def __init__(
+        self,
+        config: Optional[Mapping[str, str]] = None,
+        allow: Optional[Sequence[str]] = None,
+        max_outbox_messages: int = 100,
+        handler_name: str = "test",
+    ):
+        super().__init__(
+            config=dict(config or {}),
+            allow=list(allow) if allow is not None else None,
+            max_outbox_messages=max_outbox_messages,
+            handler_name=handler_name,
+        )
+        self._previous: List[object] = []
+
+    def __enter__(self) -> "TestHost":
+        self._previous.append(_host.install(self))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _host.install(self._previous.pop())
+
+
+@dataclass
+class Result:
+    """How a delivery would settle, and what the handler did on the way.
+
+    `kind` is `ok`, `retry`, `reject` or `trap` (an uncaught exception,
+    kept in `exception`). The host publishes `published` only when `kind`
+    is `ok`; otherwise it discards them.
+    """
+
+    kind: str
+    delay_ms: Optional[int] = None
+    reason: Optional[str] = None
+    exception: Optional[BaseException] = None
+    published: List[Published] = field(default_factory=list)
+    logs: List[LogLine] = field(default_factory=list)
+
+    @property
+    def delay(self) -> Optional[float]:
+        """The retry delay in seconds, or None."""
+        return None if self.delay_ms is None else self.delay_ms / 1000
+
+
+def run(
+    handler: Optional[Callable[[Message], object]],
+    msg: Message,
+    *,
+    config: Optional[Dict[str, str]] = None,
+    allow: Optional[Sequence[str]] = None,
+    max_outbox_messages: int = 100,
+) -> Result:
+    """Runs `handler` (or the registered one, when None) on `msg` against a fresh `TestHost`.
+
+    `allow` mirrors the handler's `publish` allow-list (NATS wildcards); without
+    it every subject is allowed. An uncaught exception does not trap the test
+    process: it comes back as `kind == "trap"`.
+    """
+    func = handler or _dispatch.registered()
+    if func is None:
+        raise RuntimeError("no handler given and none registered with @wharf.handler")
+    host = TestHost(config=config, allow=allow, max_outbox_messages=max_outbox_messages)
+    with host:
+        try:
+            outcome = _dispatch.settle(func, msg)
+        except Exception as e:
+            # The component would trap here; a test wants to see it instead.
+            return Result("trap", reason=_dispatch.summary_line(e), exception=e,
+                          published=list(host.published), logs=list(host.logs))
+    return Result(
+        outcome.kind,
+        delay_ms=outcome.delay_ms,
+        reason=outcome.reason,
+        published=list(host.published),
+        logs=list(host.logs),
+    )
+
+
+def default_host() -> RecordingHost:
+    """The recording host that publishes and log lines go to outside a component and any `TestHost`."""
+    return _host._default

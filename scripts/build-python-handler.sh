@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds a Python handler into a Wharf component.
+#
+#   scripts/build-python-handler.sh <handler.py | app dir> <out.wasm> [extra python path dir...]
+#
+# The handler module registers its function with `@wharf.handler`. Given a
+# directory, the module is its `handler.py`. Extra directories (vendored
+# pure-Python packages, say) are added to the module search path; so is the
+# site-packages of an activated virtual environment ($VIRTUAL_ENV).
+#
+# The first run installs the pinned componentize-py from PyPI into
+# guests/python/.tools (gitignored); later builds download nothing.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 <handler.py | app dir> <out.wasm> [extra python path dir...]" >&2
+    exit 2
+}
+[[ $# -ge 2 ]] || usage
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+sdk="$root/guests/python"
+tools="$sdk/.tools"
+requirements="$sdk/requirements-build.txt"
+
+app="$1"
+out="$2"
+shift 2
+
+if [[ -d "$app" ]]; then
+    app_dir="$(cd "$app" && pwd)"
+    module="handler"
+    [[ -f "$app_dir/handler.py" ]] || {
+        echo "error: $app has no handler.py; pass the handler's .py file instead" >&2
+        exit 2
+    }
+elif [[ -f "$app" && "$app" == *.py ]]; then
+    app_dir="$(cd "$(dirname "$app")" && pwd)"
+    module="$(basename "$app" .py)"
+else
+    echo "error: $app is neither a .py file nor a directory" >&2
+    exit 2
+fi
+if [[ ! "$module" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    echo "error: \"$module\" is not a valid Python module name" >&2
+    exit 2
+fi
+case "$module" in
+    wharf | wharf_main | wit_world | componentize_py_types | componentize_py_runtime)
+        echo "error: the handler module must not be called \"$module\"; rename it" >&2
+        exit 2
+        ;;
+esac
+
+extra=()
+for dir in "$@"; do
+    [[ -d "$dir" ]] || {
+        echo "error: $dir is not a directory" >&2
+        exit 2
+    }
+    extra+=(-p "$(cd "$dir" && pwd)")
+done
+
+# The stamp holds the requirements the tools were installed from, so a
+# change of pinned version reinstalls them.
+if ! cmp -s "$requirements" "$tools/installed.txt" 2>/dev/null; then
+    echo "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')into $tools" >&2
+    rm -rf "$tools"
+    python3 -m venv "$tools" || {
+        echo "error: python3 -m venv failed; on Debian, apt-get install python3-venv" >&2
+        exit 1
+    }
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$tools/installed.txt"
+fi
+
+# componentize-py runs the app's imports now, at build time, and snapshots
+# the result: the entry module imports the handler (which registers itself)
+# and then the SDK's export. Only modules imported here exist at run time.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cat >"$work/wharf_main.py" <<EOF
+# Importing the handler's module registers its handler with @wharf.handler.
+import $module
+from wharf import _dispatch
+# The component's export, which componentize-py looks up in this module.
+from wharf._component import WitWorld
+
+if _dispatch.registered() is None:
+    raise RuntimeError("module $module registers no handler: decorate its handler function with @wharf.handler")
+EOF
+
+# componentize-py adds the site-packages of $VIRTUAL_ENV, or else of
+# whatever python3 is on PATH. Point it at the tool environment unless the
+# caller activated one of their own, so a build never depends on what
+# happens to be installed globally.
+export VIRTUAL_ENV="${VIRTUAL_ENV:-$tools}"
+
+mkdir -p "$(dirname "$out")"
+# A failed import is reported as a Python traceback; a Rust backtrace of
+# componentize-py itself would only bury it.
+RUST_BACKTRACE=0 "$tools/bin/componentize-py" \
+    -d "$root/wit" -w handler --quiet \
+    componentize wharf_main \
+    -p "$work" -p "$app_dir" -p "$sdk" ${extra[@]+"${extra[@]}"} \
+    -o "$out"
+echo "built $out ($(du -h "$out" | cut -f1))" >&2
