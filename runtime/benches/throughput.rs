@@ -38,6 +38,10 @@ enum Guest {
     /// imports cost per instance.
     NoopNoStd,
     Json,
+    /// A Python handler that does nothing (CPython in every instance).
+    Python,
+    /// A JavaScript handler that does nothing (SpiderMonkey in every instance).
+    JavaScript,
 }
 
 impl Guest {
@@ -46,7 +50,40 @@ impl Guest {
             Guest::Noop => "noop",
             Guest::NoopNoStd => "noop-no-std",
             Guest::Json => "json-republish",
+            Guest::Python => "noop-py",
+            Guest::JavaScript => "noop-js",
         }
+    }
+
+    /// The component: the Rust guests from `guests/`, the others built with
+    /// their language's build script, once per run.
+    fn component(self) -> std::path::PathBuf {
+        let (script, entry) = match self {
+            Guest::Python => (
+                "build-python-handler.sh",
+                "guests/fixtures/noop-py/handler.py",
+            ),
+            Guest::JavaScript => ("build-js-handler.sh", "guests/fixtures/noop-js/handler.js"),
+            _ => return support::wasm(self.wasm()),
+        };
+        let root = support::root();
+        let out = root
+            .join("guests/target/fixtures")
+            .join(format!("{}.wasm", self.wasm()));
+        if !out.exists() {
+            let status = std::process::Command::new(root.join("scripts").join(script))
+                .arg(root.join(entry))
+                .arg(&out)
+                .status()
+                .expect("running a build script");
+            assert!(status.success(), "building {entry} failed");
+        }
+        out
+    }
+
+    /// Interpreters need more room per instance, and run fewer messages a second.
+    fn large(self) -> bool {
+        matches!(self, Guest::Python | Guest::JavaScript)
     }
 }
 
@@ -128,6 +165,8 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         (Guest::Json, 4096, false),
         (Guest::Noop, 128, true),
         (Guest::NoopNoStd, 128, false),
+        (Guest::Python, 128, false),
+        (Guest::JavaScript, 128, false),
     ]
     .into_iter()
     .map(|(guest, payload, double_ack)| Scenario {
@@ -141,11 +180,11 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         payload,
         double_ack,
     })
-    // Quick mode leaves out the comparison guest, to stay under two minutes;
-    // `--only noop-no-std-128B` runs it.
+    // Quick mode leaves out the comparison guests, to stay under two
+    // minutes; `--only noop-no-std-128B` (or noop-py-128B, noop-js-128B) runs one.
     .filter(|s| match &only {
         Some(o) => s.name == *o,
-        None => !(quick && s.guest == Guest::NoopNoStd),
+        None => !(quick && (s.guest == Guest::NoopNoStd || s.guest.large())),
     })
     .collect::<Vec<_>>();
 
@@ -161,9 +200,15 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             ""
         };
         let reuse_mode = format!("{ack_mode}\nisolation = \"reuse\"");
+        // Interpreters run at hundreds of messages a second, not tens of thousands.
+        let messages = if scenario.guest.large() {
+            settings.messages / 20
+        } else {
+            settings.messages
+        };
         let mut measure = async |side: Side<'_>| {
             run_id += 1;
-            run_side(&server, &js, scenario, settings.messages, run_id, side).await
+            run_side(&server, &js, scenario, messages, run_id, side).await
         };
         for _ in 0..settings.rounds {
             native.push(measure(Side::Native).await?);
@@ -242,10 +287,21 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     let iterations = if quick { 2_000 } else { 10_000 };
     let per_delivery = per_delivery_cost(Guest::Noop, iterations).await?;
     let per_delivery_no_std = per_delivery_cost(Guest::NoopNoStd, iterations).await?;
-    for (guest, (instantiate, call)) in [
+    let mut costs = vec![
         ("noop guest", per_delivery),
         ("noop guest without std", per_delivery_no_std),
-    ] {
+    ];
+    if !quick {
+        costs.push((
+            "Python noop guest",
+            per_delivery_cost(Guest::Python, iterations / 20).await?,
+        ));
+        costs.push((
+            "JavaScript noop guest",
+            per_delivery_cost(Guest::JavaScript, iterations / 20).await?,
+        ));
+    }
+    for &(guest, (instantiate, call)) in &costs {
         println!(
             "per delivery without NATS ({guest}): instantiate {instantiate:.1} µs, call {call:.1} µs, total {:.1} µs",
             instantiate + call
@@ -270,6 +326,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "call_us": per_delivery.1,
             "instantiate_no_std_us": per_delivery_no_std.0,
             "call_no_std_us": per_delivery_no_std.1,
+            "per_delivery_us": costs.iter().map(|(g, (i, c))| json!({"guest": g, "instantiate": i, "call": c})).collect::<Vec<_>>(),
             "rss_1000_in_flight_kib": in_flight_rss,
         })
     );
@@ -533,13 +590,14 @@ consumer = "wharf"
 concurrency = {concurrency}
 prefetch = {concurrency}
 timeout = "30s"
-memory = "64MiB"
+memory = "{memory}"
 dead_letter = "bench.dlq"
 publish = ["bench.out"]
 {extra}
 "#,
         url = server.url(),
-        component = support::wasm(guest.wasm()).display(),
+        component = guest.component().display(),
+        memory = if guest.large() { "128MiB" } else { "64MiB" },
     );
     Config::parse(Path::new("bench.toml"), &text).expect("bench config is valid")
 }
@@ -700,8 +758,8 @@ async fn per_delivery_cost(guest: Guest, iterations: u32) -> anyhow::Result<(f64
     let server_less = Config::parse(
         Path::new("bench.toml"),
         &format!(
-            "[[handler]]\nname = \"bench\"\ncomponent = \"{}\"\nstream = \"S\"\ndrop_after_max_attempts = true\n",
-            support::wasm(guest.wasm()).display()
+            "[[handler]]\nname = \"bench\"\ncomponent = \"{}\"\nstream = \"S\"\ndrop_after_max_attempts = true\nmemory = \"128MiB\"\n",
+            guest.component().display()
         ),
     )?;
     let (instantiate, call) = wharf::bench::per_delivery(&server_less, iterations).await?;
