@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::sync::Notify;
@@ -235,158 +236,194 @@ impl Dispatcher {
 
     /// Carries out the settlement. Every path that ends a message (ack, term)
     /// first has its outputs or its dead-letter copy confirmed; a host-side
-    /// failure on the way keeps the message and tries again.
+    /// failure on the way keeps the message (under its lease) and tries the
+    /// step again, as `settle` says.
     async fn apply(
         &self,
         version: &Version,
         lease: Lease,
         source: &Source,
         attempt: u32,
-        mut action: Action,
+        action: Action,
         outputs: &[Outgoing],
     ) -> (Settled, Option<String>) {
         let handler = version.guest.handler();
-        let max = handler.max_attempts;
-        // The step that failed, to try again after `Action::RetryStep`.
-        let mut failed: Option<Action> = None;
+        let settle = |outcome| settle(outcome, attempt, handler.max_attempts, &version.backoff);
+        let mut action = action;
+        // The step to try again after `Action::RetryStep`, and how often it failed.
+        let mut again: Option<Action> = None;
         let mut tries = 0u32;
-        let mut _stalled = None;
-        let mut _held = None;
+        let mut held = Held::default();
         loop {
             let step = match action {
                 Action::RetryStep { delay } => {
                     tokio::time::sleep(delay).await;
-                    failed.take().expect("a retry follows a failed step")
+                    again.take().expect("a retry follows a failed step")
                 }
                 other => other,
             };
-            match step {
+            let failed = match &step {
+                Action::Nak { delay } => return nak(lease, *delay).await,
                 Action::PublishThenAck => {
                     let first_try = attempt == 1 && tries == 0;
-                    match outbox::flush(&self.js, source, outputs, first_try).await {
+                    match self.flush(handler, source, outputs, first_try).await {
                         Ok(()) => {
                             failpoint::after_outbox();
-                            return match lease.ack(handler.double_ack).await {
-                                Ok(()) => {
-                                    debug!(outputs = outputs.len(), "acked");
-                                    (Settled::Acked, None)
-                                }
-                                Err(e) => {
-                                    // The outputs are stored with deterministic ids, so the
-                                    // redelivery this causes will not duplicate them.
-                                    warn!(error = %e, "ack failed; the message will be redelivered");
-                                    (Settled::Abandoned, None)
-                                }
-                            };
+                            return ack(lease, handler.double_ack, outputs.len()).await;
                         }
-                        Err(e) => match outbox::resolve(&self.js, e, |s| {
-                            handler.publish.literals().any(|l| l == s)
-                        })
-                        .await
-                        {
-                            FlushError::Refused(detail) => {
-                                warn!(%detail, "the server refused an output");
-                                action = settle(
-                                    Outcome::OutputRefused { detail },
-                                    attempt,
-                                    max,
-                                    &version.backoff,
-                                );
-                            }
-                            FlushError::Unavailable(e) => {
-                                if let Some(suppressed) = self.throttle.admit("outbox") {
-                                    error!(
-                                        handler = %handler.name,
-                                        error = format!("{e:#}"),
-                                        suppressed,
-                                        "outputs not confirmed; holding the message and trying again"
-                                    );
-                                }
-                                _stalled.get_or_insert_with(|| self.stalls.enter());
-                                _held.get_or_insert_with(|| self.telemetry.status.hold());
-                                failed = Some(Action::PublishThenAck);
-                                action = settle(
-                                    Outcome::HostFailed { tries },
-                                    attempt,
-                                    max,
-                                    &version.backoff,
-                                );
-                                tries += 1;
-                            }
-                        },
+                        Err(FlushError::Refused(detail)) => {
+                            warn!(%detail, "the server refused an output");
+                            action = settle(Outcome::OutputRefused { detail });
+                            continue;
+                        }
+                        Err(e) => e,
                     }
-                }
-                Action::Nak { delay } => {
-                    return match lease.nak(delay).await {
-                        Ok(()) => (Settled::Naked, None),
-                        Err(e) => {
-                            warn!(error = %e, "nak failed; ack_wait will redeliver the message");
-                            (Settled::Abandoned, None)
-                        }
-                    };
                 }
                 Action::DeadLetter { kind, reason } => {
                     let Some(subject) = &handler.dead_letter else {
-                        error!(
-                            kind = %kind,
-                            reason = %reason,
-                            "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
-                        );
-                        return match lease.term().await {
-                            Ok(()) => (Settled::Dropped, Some(reason)),
-                            Err(_) => (Settled::Abandoned, None),
-                        };
+                        return drop_message(lease, *kind, reason.clone()).await;
                     };
-                    let reason_info = dead_letter::Reason {
-                        kind,
-                        text: &reason,
+                    let copy = dead_letter::Reason {
+                        kind: *kind,
+                        text: reason,
                         handler: &handler.name,
                         deliveries: u64::from(attempt),
                     };
-                    let msg = lease.message();
-                    let copy =
-                        dead_letter::copy_headers(msg.headers.as_ref(), source, &reason_info);
-                    match dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await {
-                        Ok(()) => {
-                            return match lease.term().await {
-                                Ok(()) => (Settled::DeadLettered(kind), Some(reason)),
-                                Err(e) => {
-                                    // The copy's id is derived from the source sequence, so
-                                    // dead-lettering it again on redelivery is a no-op.
-                                    warn!(error = %e, "term failed after the dead-letter copy was stored");
-                                    (Settled::Abandoned, None)
-                                }
-                            };
-                        }
-                        Err(e) => {
-                            if let Some(suppressed) = self.throttle.admit("dead-letter") {
-                                error!(
-                                    handler = %handler.name,
-                                    error = %e,
-                                    suppressed,
-                                    "dead-letter copy not stored; holding the message and trying again"
-                                );
-                            }
-                            // An outage stalls the handler; a copy the server refuses
-                            // (too large for the stream, say) holds only this message.
-                            if matches!(e, FlushError::Unavailable(_)) {
-                                _stalled.get_or_insert_with(|| self.stalls.enter());
-                            }
-                            _held.get_or_insert_with(|| self.telemetry.status.hold());
-                            failed = Some(Action::DeadLetter { kind, reason });
-                            action = settle(
-                                Outcome::HostFailed { tries },
-                                attempt,
-                                max,
-                                &version.backoff,
-                            );
-                            tries += 1;
-                        }
+                    match self.dead_letter(subject, &lease, source, &copy).await {
+                        Ok(()) => return term(lease, *kind, reason.clone()).await,
+                        Err(e) => e,
                     }
                 }
                 Action::RetryStep { .. } => unreachable!("settle never retries a retry"),
+            };
+            self.log_host_failure(handler, &step, &failed);
+            held.enter(self, &failed);
+            again = Some(step);
+            action = settle(Outcome::HostFailed { tries });
+            tries += 1;
+        }
+    }
+
+    /// Publishes the outputs; a "no stream answered" is resolved into
+    /// refused (no stream stores a subject only a wildcard allowed) or
+    /// unavailable (a subject the config names, or a stream that exists).
+    async fn flush(
+        &self,
+        handler: &HandlerConfig,
+        source: &Source,
+        outputs: &[Outgoing],
+        first_try: bool,
+    ) -> Result<(), FlushError> {
+        match outbox::flush(&self.js, source, outputs, first_try).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let configured = |s: &str| handler.publish.literals().any(|l| l == s);
+                Err(outbox::resolve(&self.js, e, configured).await)
             }
         }
+    }
+
+    /// Stores the message's dead-letter copy.
+    async fn dead_letter(
+        &self,
+        subject: &str,
+        lease: &Lease,
+        source: &Source,
+        reason: &dead_letter::Reason<'_>,
+    ) -> Result<(), FlushError> {
+        let msg = lease.message();
+        let copy = dead_letter::copy_headers(msg.headers.as_ref(), source, reason);
+        dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await
+    }
+
+    /// One error line per kind of failure and interval, with how many were not logged.
+    fn log_host_failure(&self, handler: &HandlerConfig, step: &Action, e: &FlushError) {
+        let (kind, what) = match step {
+            Action::DeadLetter { .. } => ("dead-letter", "dead-letter copy not stored"),
+            _ => ("outbox", "outputs not confirmed"),
+        };
+        if let Some(suppressed) = self.throttle.admit(kind) {
+            error!(
+                handler = %handler.name,
+                error = %e,
+                suppressed,
+                "{what}; holding the message and trying again"
+            );
+        }
+    }
+}
+
+/// What a delivery held for a host-side failure counts in, while it lasts.
+#[derive(Default)]
+struct Held<'a> {
+    /// In the handler's held gauge.
+    _counted: Option<crate::telemetry::Hold<'a>>,
+    /// In the handler's stalls: an outage pauses its pulls. A copy the
+    /// server refuses (too large for the stream, say) holds only its message.
+    _stalled: Option<StallGuard<'a>>,
+}
+
+impl<'a> Held<'a> {
+    fn enter(&mut self, dispatcher: &'a Dispatcher, e: &FlushError) {
+        self._counted
+            .get_or_insert_with(|| dispatcher.telemetry.status.hold());
+        if matches!(e, FlushError::Unavailable(_)) {
+            self._stalled
+                .get_or_insert_with(|| dispatcher.stalls.enter());
+        }
+    }
+}
+
+async fn ack(lease: Lease, double: bool, outputs: usize) -> (Settled, Option<String>) {
+    match lease.ack(double).await {
+        Ok(()) => {
+            debug!(outputs, "acked");
+            (Settled::Acked, None)
+        }
+        Err(e) => {
+            // The outputs are stored with deterministic ids, so the
+            // redelivery this causes will not duplicate them.
+            warn!(error = %e, "ack failed; the message will be redelivered");
+            (Settled::Abandoned, None)
+        }
+    }
+}
+
+async fn nak(lease: Lease, delay: Duration) -> (Settled, Option<String>) {
+    match lease.nak(delay).await {
+        Ok(()) => (Settled::Naked, None),
+        Err(e) => {
+            warn!(error = %e, "nak failed; ack_wait will redeliver the message");
+            (Settled::Abandoned, None)
+        }
+    }
+}
+
+async fn term(lease: Lease, kind: DeadLetterKind, reason: String) -> (Settled, Option<String>) {
+    match lease.term().await {
+        Ok(()) => (Settled::DeadLettered(kind), Some(reason)),
+        Err(e) => {
+            // The copy's id is derived from the source sequence, so
+            // dead-lettering it again on redelivery is a no-op.
+            warn!(error = %e, "term failed after the dead-letter copy was stored");
+            (Settled::Abandoned, None)
+        }
+    }
+}
+
+async fn drop_message(
+    lease: Lease,
+    kind: DeadLetterKind,
+    reason: String,
+) -> (Settled, Option<String>) {
+    error!(
+        kind = %kind,
+        reason = %reason,
+        "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
+    );
+    match lease.term().await {
+        Ok(()) => (Settled::Dropped, Some(reason)),
+        Err(_) => (Settled::Abandoned, None),
     }
 }
 

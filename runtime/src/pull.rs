@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -42,178 +43,226 @@ pub(crate) async fn run(
     drain_timeout: Duration,
 ) -> anyhow::Result<()> {
     let handler = dispatcher.handler.clone();
-    // This handler's own stop: it ends alone when its consumer is gone,
-    // and the caller then stops the others.
-    let stop = stop.child_token();
-    let places = Arc::new(Semaphore::new(handler.concurrency + handler.prefetch));
-    let abort = CancellationToken::new();
     let status = dispatcher.telemetry.status.clone();
-    let line = Arc::new(Line::new(status.clone()));
-    let leases = Leases::new(js.client(), handler.ack_wait);
-    let leases_done = CancellationToken::new();
-    tokio::spawn(leases.clone().keep_alive(leases_done.clone()));
+    let puller = Puller {
+        places: Arc::new(Semaphore::new(handler.concurrency + handler.prefetch)),
+        line: Arc::new(Line::new(status.clone())),
+        leases: Leases::new(js.client(), handler.ack_wait),
+        // This handler's own stop: it ends alone when its consumer is gone,
+        // and the caller then stops the others.
+        stop: stop.child_token(),
+        handler,
+        status,
+        dispatcher,
+        js,
+    };
+    let background = CancellationToken::new();
+    tokio::spawn(puller.leases.clone().keep_alive(background.clone()));
     tokio::spawn(watch_consumer(
-        js.clone(),
-        handler.clone(),
-        status.clone(),
-        leases_done.clone(),
+        puller.js.clone(),
+        puller.handler.clone(),
+        puller.status.clone(),
+        background.clone(),
     ));
     // One long-lived task per slot, instead of a task per delivery: spawning
     // one cost about a tenth of the host's CPU per message (BENCHMARKS.md).
     let workers = TaskTracker::new();
-    for _ in 0..handler.concurrency {
+    let abort = CancellationToken::new();
+    for _ in 0..puller.handler.concurrency {
         workers.spawn(line::work(
-            dispatcher.clone(),
-            line.clone(),
-            stop.clone(),
+            puller.dispatcher.clone(),
+            puller.line.clone(),
+            puller.stop.clone(),
             abort.clone(),
         ));
     }
-    let mut retry_delay = Duration::from_millis(100);
-    let mut failed = None;
+    let ended = puller.pull_until_stopped().await;
+    puller.drain(workers, abort, drain_timeout).await;
+    background.cancel();
+    puller.status.alive.store(false, Ordering::Relaxed);
+    puller.status.bound.store(false, Ordering::Relaxed);
+    ended
+}
 
-    'pull: while !stop.is_cancelled() {
-        let consumer = match binding::consumer(&js, &handler, Seen::Before).await {
-            Ok(c) => {
-                status.bound.store(true, Ordering::Relaxed);
-                c
-            }
-            Err(BindError::Config(e)) => {
-                failed = Some(e);
-                break 'pull;
-            }
-            Err(BindError::Unavailable(e)) => {
-                status.bound.store(false, Ordering::Relaxed);
-                warn!(handler = %handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
-                if wait_or_stop(&stop, retry_delay).await {
-                    break 'pull;
+/// One handler's pulling side.
+struct Puller {
+    handler: Arc<crate::config::HandlerConfig>,
+    dispatcher: Arc<Dispatcher>,
+    status: Arc<crate::telemetry::HandlerStatus>,
+    js: jetstream::Context,
+    stop: CancellationToken,
+    /// Free places: running plus waiting in line.
+    places: Arc<Semaphore>,
+    line: Arc<Line>,
+    leases: Arc<Leases>,
+}
+
+/// Why a bound consumer stopped being pulled from.
+enum Unbound {
+    Stopped,
+    /// Pulling failed; bind again.
+    Failing,
+}
+
+/// The first delay before binding again, and the longest: short, so a host
+/// resumes soon after a consumer's leader is back.
+const REBIND_FIRST: Duration = Duration::from_millis(100);
+const REBIND_MAX: Duration = Duration::from_secs(1);
+
+impl Puller {
+    /// Binds and pulls until `stop` fires; an error when the consumer can
+    /// no longer be bound as configured.
+    async fn pull_until_stopped(&self) -> anyhow::Result<()> {
+        let mut delay = REBIND_FIRST;
+        while !self.stop.is_cancelled() {
+            match binding::consumer(&self.js, &self.handler, Seen::Before).await {
+                Ok(consumer) => {
+                    self.status.bound.store(true, Ordering::Relaxed);
+                    delay = REBIND_FIRST;
+                    match self.pull_from(&consumer).await {
+                        Unbound::Stopped => break,
+                        Unbound::Failing => {}
+                    }
                 }
-                retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
-                continue;
+                Err(BindError::Config(e)) => {
+                    self.stop.cancel();
+                    return Err(e);
+                }
+                Err(BindError::Unavailable(e)) => {
+                    warn!(handler = %self.handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
+                }
             }
-        };
-        retry_delay = Duration::from_millis(100);
+            self.status.bound.store(false, Ordering::Relaxed);
+            if wait_or_stop(&self.stop, delay).await {
+                break;
+            }
+            delay = (delay * 2).min(REBIND_MAX);
+        }
+        Ok(())
+    }
+
+    /// Pulls batches from a bound consumer until `stop` fires or pulling
+    /// fails twice in a row.
+    async fn pull_from(&self, consumer: &PullConsumer) -> Unbound {
         let mut failures_in_a_row = 0u32;
         loop {
             // While a stream this handler needs is unavailable, pull nothing
             // new: it would only meet the same outage.
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break 'pull,
-                _ = dispatcher.stalls.cleared() => {}
+                _ = self.stop.cancelled() => return Unbound::Stopped,
+                _ = self.dispatcher.stalls.cleared() => {}
             }
             // Reserve every free place (at least one) and pull exactly that
             // many, so nothing is held beyond the bound.
             let first = tokio::select! {
                 // Once `stop` has fired, never pull again, even with places free.
                 biased;
-                _ = stop.cancelled() => break 'pull,
-                place = places.clone().acquire_owned() => place.expect("semaphore is never closed"),
+                _ = self.stop.cancelled() => return Unbound::Stopped,
+                place = self.places.clone().acquire_owned() => place.expect("semaphore is never closed"),
             };
             let mut reserved = vec![first];
-            while let Ok(place) = places.clone().try_acquire_owned() {
+            while let Ok(place) = self.places.clone().try_acquire_owned() {
                 reserved.push(place);
             }
-            let batch = consumer
-                .batch()
-                .max_messages(reserved.len())
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
+            match self.pull_batch(consumer, reserved).await {
+                Ok(()) => failures_in_a_row = 0,
                 Err(e) => {
-                    status.bound.store(false, Ordering::Relaxed);
-                    warn!(handler = %handler.name, error = %e, "pull request failed; rebinding the consumer");
-                    if wait_or_stop(&stop, retry_delay).await {
-                        break 'pull;
-                    }
-                    continue 'pull;
-                }
-            };
-            // A batch ends when it delivered what was asked or its pull expired,
-            // so reading it to the end after `stop` loses nothing. What arrives
-            // then is handed back once the batch is over: handed back while the
-            // pull is still open, a message would be delivered straight back
-            // into it, again and again, and every delivery counts as an attempt.
-            let mut after_stop: Vec<Lease> = Vec::new();
-            while let Some(next) = batch.next().await {
-                match next {
-                    Ok(msg) => {
-                        failures_in_a_row = 0;
-                        let Some(lease) = leases.hold(msg) else {
-                            warn!(handler = %handler.name, "pulled a message without a reply subject; ignoring it");
-                            continue;
-                        };
-                        if stop.is_cancelled() {
-                            after_stop.push(lease);
-                            continue;
-                        }
-                        let place = reserved
-                            .pop()
-                            .expect("the pull asked for no more than the free places");
-                        line.join(Waiting {
-                            lease,
-                            _place: place,
-                        });
-                    }
-                    Err(e) => {
-                        failures_in_a_row += 1;
-                        debug!(handler = %handler.name, error = %e, "pull error");
+                    failures_in_a_row += 1;
+                    debug!(handler = %self.handler.name, error = %e, "pull failed");
+                    if failures_in_a_row >= 2 {
+                        warn!(handler = %self.handler.name, error = %e, "pulling keeps failing; rebinding the consumer");
+                        return Unbound::Failing;
                     }
                 }
-            }
-            drop(reserved);
-            for lease in after_stop {
-                lease.hand_back().await;
-            }
-            if failures_in_a_row >= 3 {
-                status.bound.store(false, Ordering::Relaxed);
-                warn!(handler = %handler.name, "pulling keeps failing; rebinding the consumer");
-                if wait_or_stop(&stop, retry_delay).await {
-                    break 'pull;
-                }
-                continue 'pull;
             }
         }
     }
 
-    // Workers take nothing new once `stop` has fired: what still waits in
-    // line is handed back now, before the running deliveries are drained.
-    stop.cancel();
-    let waiting = line.take_all();
-    let handed_back = bounded(async {
-        for w in waiting {
-            w.lease.hand_back().await;
+    /// One pull of `reserved.len()` messages into the line. A batch ends
+    /// when it delivered what was asked or its pull expired, so reading it
+    /// to the end after `stop` loses nothing. What arrives then is handed
+    /// back once the batch is over: handed back while the pull is still
+    /// open, a message would be delivered straight back into it, again and
+    /// again, and every delivery counts as an attempt.
+    async fn pull_batch(
+        &self,
+        consumer: &PullConsumer,
+        mut reserved: Vec<OwnedSemaphorePermit>,
+    ) -> Result<(), async_nats::Error> {
+        let mut batch = consumer
+            .batch()
+            .max_messages(reserved.len())
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await?;
+        let mut after_stop: Vec<Lease> = Vec::new();
+        let mut failed = None;
+        while let Some(next) = batch.next().await {
+            let msg = match next {
+                Ok(msg) => msg,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            let Some(lease) = self.leases.hold(msg) else {
+                warn!(handler = %self.handler.name, "pulled a message without a reply subject; ignoring it");
+                continue;
+            };
+            if self.stop.is_cancelled() {
+                after_stop.push(lease);
+                continue;
+            }
+            let place = reserved
+                .pop()
+                .expect("the pull asked for no more than the free places");
+            self.line.join(Waiting {
+                lease,
+                _place: place,
+            });
         }
-    })
-    .await;
-    let in_flight = line.running();
-    if in_flight > 0 {
-        info!(handler = %handler.name, in_flight, "draining in-flight deliveries");
+        drop(reserved);
+        for lease in after_stop {
+            lease.hand_back().await;
+        }
+        failed.map_or(Ok(()), Err)
     }
-    workers.close();
-    let drained = tokio::time::timeout(drain_timeout, workers.wait()).await;
-    let mut settled = handed_back;
-    if drained.is_err() {
-        warn!(handler = %handler.name, remaining = line.running(), "drain timeout; handing the rest back");
-        abort.cancel();
-        settled &= bounded(workers.wait()).await;
-    }
-    leases_done.cancel();
-    status.alive.store(false, Ordering::Relaxed);
-    status.bound.store(false, Ordering::Relaxed);
-    let unsettled = leases.count();
-    if !settled || unsettled > 0 {
-        warn!(
-            handler = %handler.name,
-            unsettled,
-            "could not hand every message back (is the server reachable?); ack_wait will redeliver them"
-        );
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
+
+    /// Hands back what waits in line, lets running deliveries finish for up
+    /// to `drain_timeout`, then hands back the rest. Bounded even when the
+    /// server is gone.
+    async fn drain(&self, workers: TaskTracker, abort: CancellationToken, drain_timeout: Duration) {
+        // Workers take nothing new once `stop` has fired.
+        self.stop.cancel();
+        let waiting = self.line.take_all();
+        let mut settled = bounded(async {
+            for w in waiting {
+                w.lease.hand_back().await;
+            }
+        })
+        .await;
+        let in_flight = self.line.running();
+        if in_flight > 0 {
+            info!(handler = %self.handler.name, in_flight, "draining in-flight deliveries");
+        }
+        workers.close();
+        if tokio::time::timeout(drain_timeout, workers.wait())
+            .await
+            .is_err()
+        {
+            warn!(handler = %self.handler.name, remaining = self.line.running(), "drain timeout; handing the rest back");
+            abort.cancel();
+            settled &= bounded(workers.wait()).await;
+        }
+        let unsettled = self.leases.count();
+        if !settled || unsettled > 0 {
+            warn!(
+                handler = %self.handler.name,
+                unsettled,
+                "could not hand every message back (is the server reachable?); ack_wait will redeliver them"
+            );
+        }
     }
 }
 

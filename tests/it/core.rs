@@ -115,7 +115,7 @@ async fn reject_dead_letters_with_payload_headers_and_reason() {
     );
 }
 
-/// Outputs are published on success with deterministic ids and a source trail, and `traceparent` is carried over.
+/// Outputs are published on success with deterministic ids (per consumer), a source trail, and a `traceparent` in the input's trace naming the delivery as parent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_carry_ids_source_trail_and_trace_context() {
     let (server, js) = bed().await;
@@ -143,7 +143,10 @@ async fn outputs_carry_ids_source_trail_and_trace_context() {
     assert_eq!(header(&out[1], "Nats-Msg-Id"), Some("wharf:IN:test:1:1"));
     assert_eq!(header(&out[1], "Wharf-Source-Stream"), Some("IN"));
     assert_eq!(header(&out[1], "Wharf-Source-Sequence"), Some("1"));
-    assert_eq!(header(&out[0], "traceparent"), Some(tp));
+    let child = header(&out[0], "traceparent").unwrap();
+    assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{child}");
+    assert_ne!(child, tp, "the delivery's span, not a copy of the input's");
+    assert_eq!(header(&out[1], "traceparent"), Some(child), "one delivery span");
     assert_eq!(&out[0].payload[..], b"payload");
 }
 
