@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
 use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::stream::ConsumerCreateStrictErrorKind;
+use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, RetentionPolicy};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
 use tracing::{info, warn};
 
@@ -284,6 +284,24 @@ pub(crate) async fn subjects(
                 handler.name
             )));
         };
+        let retention = js
+            .get_stream(&stream)
+            .await
+            .map(|s| s.cached_info().config.retention)
+            .map_err(|e| {
+                BindError::Unavailable(anyhow::anyhow!(
+                    "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
+                    handler.name
+                ))
+            })?;
+        if retention == RetentionPolicy::Interest {
+            return Err(BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
+                 keeps messages only while a consumer is interested: dead-letter copies would \
+                 vanish; use a stream with limits retention",
+                handler.name
+            )));
+        }
         let filter_hits = handler
             .filter_subject
             .as_deref()
@@ -297,6 +315,7 @@ pub(crate) async fn subjects(
             )));
         }
     }
+    own_input(js, handler).await?;
     for subject in handler.publish.literals() {
         let stored = stored_by(js, subject).await.map_err(|e| {
             BindError::Unavailable(e.context(format!(
@@ -309,6 +328,36 @@ pub(crate) async fn subjects(
                 "handler \"{}\": field `publish`: no stream stores subject \"{subject}\"; \
                  outputs must land in JetStream, so create a stream for it",
                 handler.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an allow-list that reaches the handler's own input (its
+/// stream's subjects, within its filter): every output would be delivered
+/// back to the handler, which would publish again, without end.
+async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
+    let input = stream(js, handler).await?;
+    let subjects = &input.cached_info().config.subjects;
+    for pattern in handler.publish.patterns() {
+        let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
+            && handler
+                .filter_subject
+                .as_deref()
+                .is_none_or(|f| subject::overlap(pattern, f));
+        if reaches {
+            return Err(BindError::Config(anyhow::anyhow!(
+                "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
+                 (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
+                 allow-list or the filter",
+                handler.name,
+                handler.stream,
+                handler
+                    .filter_subject
+                    .as_deref()
+                    .map(|f| format!(", filter \"{f}\""))
+                    .unwrap_or_default()
             )));
         }
     }
@@ -329,8 +378,8 @@ pub(crate) async fn stored_by(
 }
 
 /// How long a JetStream API request may take while binding: long enough
-/// for a loaded server, short enough to try again soon during an election.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// for a loaded server, short enough to ask again soon during an election.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

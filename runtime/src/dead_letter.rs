@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 
 use crate::headers;
+use crate::host::publish::wire_size;
 use crate::outbox::{FlushError, Source, classify, resolve};
 use crate::settle::DeadLetterKind;
 
@@ -22,30 +23,70 @@ pub(crate) struct Reason<'a> {
     pub deliveries: u64,
 }
 
-/// Builds the dead-letter copy's headers from the original's.
+/// Builds the dead-letter copy's headers from the original's. With a
+/// `room` (the bytes of headers that fit under the server's `max_payload`
+/// beside the payload), a copy that would not fit first gets a shorter
+/// reason, then leaves the original headers out (saying how many), so that
+/// a message near the size limit can still be dead-lettered with its payload.
 pub(crate) fn copy_headers(
     original: Option<&HeaderMap>,
     source: &Source,
     reason: &Reason<'_>,
+    room: Option<usize>,
+) -> HeaderMap {
+    let text = clean_reason(reason.text);
+    let full = build(original, source, reason, &text);
+    let Some(room) = room else { return full };
+    if wire_size(&full) <= room {
+        return full;
+    }
+    let cut = |base: &HeaderMap| {
+        let left = room.saturating_sub(wire_size(base));
+        crate::text::head(&text, left, "...")
+    };
+    let without_reason = build(original, source, reason, "");
+    if wire_size(&without_reason) < room {
+        return build(original, source, reason, &cut(&without_reason));
+    }
+    let dropped = original.map_or(0, |o| o.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut bare = build(None, source, reason, "");
+    bare.insert(
+        headers::ORIGINAL_HEADERS_DROPPED,
+        dropped.to_string().as_str(),
+    );
+    let text = cut(&bare);
+    let mut bare = build(None, source, reason, &text);
+    bare.insert(
+        headers::ORIGINAL_HEADERS_DROPPED,
+        dropped.to_string().as_str(),
+    );
+    bare
+}
+
+fn build(
+    original: Option<&HeaderMap>,
+    source: &Source,
+    reason: &Reason<'_>,
+    text: &str,
 ) -> HeaderMap {
     let mut out = HeaderMap::new();
     if let Some(original) = original {
         for (name, values) in original.iter() {
             let name: &str = name.as_ref();
-            let kept = if headers::is_nats(name) {
-                format!("{}{name}", headers::ORIGINAL_PREFIX)
-            } else {
-                name.to_string()
-            };
             for v in values {
-                out.append(kept.as_str(), v.clone());
+                if headers::is_nats(name) || headers::is_wharf(name) {
+                    let kept = format!("{name}: {}", v.as_str());
+                    out.append(headers::ORIGINAL_NATS, kept.as_str());
+                } else {
+                    out.append(name, v.clone());
+                }
             }
         }
     }
     let id = headers::dead_letter_id(&source.stream, &source.consumer, source.stream_sequence);
     out.insert(headers::MSG_ID, id.as_str());
     out.insert(headers::REASON_KIND, reason.kind.as_str());
-    out.insert(headers::REASON, clean_reason(reason.text).as_str());
+    out.insert(headers::REASON, text);
     out.insert(headers::HANDLER, reason.handler);
     out.insert(headers::SOURCE_STREAM, source.stream.as_str());
     out.insert(headers::SOURCE_CONSUMER, source.consumer.as_str());
@@ -122,12 +163,22 @@ mod tests {
             handler: "orders",
             deliveries: 1,
         };
-        let h = copy_headers(Some(&original), &source(), &reason);
+        let h = copy_headers(Some(&original), &source(), &reason, None);
         let tenants: Vec<&str> = h.get_all("X-Tenant").map(|v| v.as_str()).collect();
         assert_eq!(tenants, ["a", "b"]);
         assert_eq!(
-            h.get("Wharf-Original-Nats-Msg-Id").unwrap().as_str(),
-            "client-1"
+            h.get(headers::ORIGINAL_NATS).unwrap().as_str(),
+            "Nats-Msg-Id: client-1"
+        );
+        assert!(
+            h.iter()
+                .filter(|(n, _)| {
+                    let n: &str = n.as_ref();
+                    n.to_ascii_lowercase().contains("nats-msg-id")
+                })
+                .count()
+                == 1,
+            "only the copy's own id names Nats-Msg-Id: {h:?}"
         );
         assert_eq!(
             h.get("Nats-Msg-Id").unwrap().as_str(),
@@ -140,6 +191,33 @@ mod tests {
         );
         assert_eq!(h.get(headers::SOURCE_SEQUENCE).unwrap().as_str(), "42");
         assert_eq!(h.get(headers::SOURCE_CONSUMER).unwrap().as_str(), "audit");
+    }
+
+    #[test]
+    fn a_copy_near_the_size_limit_drops_reason_then_original_headers() {
+        let mut original = HeaderMap::new();
+        original.insert("X-Big", "v".repeat(500).as_str());
+        let long = "r".repeat(900);
+        let reason = Reason {
+            kind: DeadLetterKind::Rejected,
+            text: &long,
+            handler: "orders",
+            deliveries: 1,
+        };
+        let full = copy_headers(Some(&original), &source(), &reason, None);
+        let room = wire_size(&full) - 300;
+        let h = copy_headers(Some(&original), &source(), &reason, Some(room));
+        assert!(wire_size(&h) <= room);
+        assert!(h.get("X-Big").is_some(), "the reason goes first");
+        assert!(h.get(headers::REASON).unwrap().as_str().ends_with("..."));
+        let h = copy_headers(Some(&original), &source(), &reason, Some(room - 900));
+        assert!(wire_size(&h) <= room - 900);
+        assert!(h.get("X-Big").is_none());
+        assert_eq!(
+            h.get(headers::ORIGINAL_HEADERS_DROPPED).unwrap().as_str(),
+            "1"
+        );
+        assert_eq!(h.get(headers::REASON_KIND).unwrap().as_str(), "rejected");
     }
 
     #[test]

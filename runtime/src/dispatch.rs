@@ -36,6 +36,8 @@ pub(crate) struct Dispatcher {
     js: jetstream::Context,
     /// Deliveries waiting for a stream that is unavailable.
     pub stalls: Stalls,
+    /// Which stream stores each output subject.
+    streams: outbox::StreamCache,
     throttle: Throttle,
     pub telemetry: HandlerTelemetry,
 }
@@ -50,7 +52,7 @@ impl Version {
     fn new(guest: Guest) -> Version {
         let h = guest.handler();
         Version {
-            backoff: Backoff::new(h.backoff.clone(), h.backoff_jitter),
+            backoff: Backoff::new(h.backoff.clone(), h.backoff_jitter, h.max_retry_delay),
             guest,
         }
     }
@@ -117,6 +119,7 @@ impl Dispatcher {
             current: RwLock::new(Arc::new(Version::new(guest))),
             js,
             stalls: Stalls::default(),
+            streams: outbox::StreamCache::default(),
             throttle: Throttle::default(),
         }
     }
@@ -254,6 +257,7 @@ impl Dispatcher {
         let mut again: Option<Action> = None;
         let mut tries = 0u32;
         let mut held = Held::default();
+        let mut confirmed = vec![false; outputs.len()];
         loop {
             let step = match action {
                 Action::RetryStep { delay } => {
@@ -266,7 +270,10 @@ impl Dispatcher {
                 Action::Nak { delay } => return nak(lease, *delay).await,
                 Action::PublishThenAck => {
                     let first_try = attempt == 1 && tries == 0;
-                    match self.flush(handler, source, outputs, first_try).await {
+                    match self
+                        .flush(handler, source, outputs, &mut confirmed, first_try)
+                        .await
+                    {
                         Ok(()) => {
                             failpoint::after_outbox();
                             return ack(lease, handler.double_ack, outputs.len()).await;
@@ -289,7 +296,11 @@ impl Dispatcher {
                         handler: &handler.name,
                         deliveries: u64::from(attempt),
                     };
-                    match self.dead_letter(subject, &lease, source, &copy).await {
+                    let max_payload = version.guest.max_payload();
+                    match self
+                        .dead_letter(subject, &lease, source, &copy, max_payload)
+                        .await
+                    {
                         Ok(()) => return term(lease, *kind, reason.clone()).await,
                         Err(e) => e,
                     }
@@ -299,7 +310,8 @@ impl Dispatcher {
             self.log_host_failure(handler, &step, &failed);
             held.enter(self, &failed);
             again = Some(step);
-            action = settle(Outcome::HostFailed { tries });
+            let outage = matches!(failed, FlushError::Unavailable(_));
+            action = settle(Outcome::HostFailed { tries, outage });
             tries += 1;
         }
     }
@@ -312,14 +324,23 @@ impl Dispatcher {
         handler: &HandlerConfig,
         source: &Source,
         outputs: &[Outgoing],
+        confirmed: &mut [bool],
         first_try: bool,
     ) -> Result<(), FlushError> {
-        match outbox::flush(&self.js, source, outputs, first_try).await {
+        let configured = |s: &str| handler.publish.literals().any(|l| l == s);
+        let flushed = outbox::flush(
+            &self.js,
+            &self.streams,
+            source,
+            outputs,
+            confirmed,
+            first_try,
+            configured,
+        )
+        .await;
+        match flushed {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let configured = |s: &str| handler.publish.literals().any(|l| l == s);
-                Err(outbox::resolve(&self.js, e, configured).await)
-            }
+            Err(e) => Err(outbox::resolve(&self.js, e, configured).await),
         }
     }
 
@@ -330,9 +351,11 @@ impl Dispatcher {
         lease: &Lease,
         source: &Source,
         reason: &dead_letter::Reason<'_>,
+        max_payload: Option<usize>,
     ) -> Result<(), FlushError> {
         let msg = lease.message();
-        let copy = dead_letter::copy_headers(msg.headers.as_ref(), source, reason);
+        let room = max_payload.map(|max| max.saturating_sub(msg.payload.len()));
+        let copy = dead_letter::copy_headers(msg.headers.as_ref(), source, reason, room);
         dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await
     }
 

@@ -410,11 +410,15 @@ impl Pages<'_> {
                 headers: m.headers.clone().unwrap_or_default(),
                 payload: m.payload.clone(),
             };
-            let ours = self
-                .dlq
-                .handler
-                .as_deref()
-                .is_none_or(|h| entry.header(headers::HANDLER) == h);
+            // Only Wharf's copies count, whatever else the stream holds;
+            // with a config, only the chosen handler's.
+            let ours = !entry.header(headers::REASON_KIND).is_empty()
+                && !entry.header(headers::SOURCE_STREAM).is_empty()
+                && self
+                    .dlq
+                    .handler
+                    .as_deref()
+                    .is_none_or(|h| entry.header(headers::HANDLER) == h);
             if ours && self.selector.matches(sequence) {
                 page.push(entry);
             }

@@ -63,6 +63,11 @@ impl Guest {
         Guest::new(self.engine.clone(), self.pre.clone(), shared)
     }
 
+    /// The server's `max_payload`, once known.
+    pub(crate) fn max_payload(&self) -> Option<usize> {
+        self.shared.max_payload.known()
+    }
+
     pub(crate) fn handler(&self) -> &Arc<HandlerConfig> {
         &self.shared.handler
     }
@@ -278,9 +283,11 @@ fn with_stderr(detail: String, stderr: &[u8]) -> String {
 
 fn log_output(handler: &str, output: &Output, log_dropped: u64) {
     for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let line = crate::text::escape_controls(line);
         info!(target: "wharf::guest", handler, stream = "stdout", "{line}");
     }
     for line in String::from_utf8_lossy(&output.stderr).lines() {
+        let line = crate::text::escape_controls(line);
         warn!(target: "wharf::guest", handler, stream = "stderr", "{line}");
     }
     if output.dropped > 0 {

@@ -29,9 +29,14 @@ pub const DELIVERIES: &str = "Wharf-Delivery-Count";
 pub const FAILED_AT: &str = "Wharf-Failed-At";
 /// On a replayed message: `<dead-letter stream>:<sequence>` it came from.
 pub const REPLAYED_FROM: &str = "Wharf-Replayed-From";
-/// Prefix under which a dead-letter copy keeps the original's own `Nats-*`
-/// headers, so that JetStream does not act on them a second time.
-pub const ORIGINAL_PREFIX: &str = "Wharf-Original-";
+/// On a dead-letter copy that had to leave the original headers out to fit
+/// the server's `max_payload`: how many there were.
+pub const ORIGINAL_HEADERS_DROPPED: &str = "Wharf-Original-Headers-Dropped";
+/// Where a dead-letter copy keeps the original's own NATS headers, one
+/// `Name: value` per value, so that JetStream does not act on them a second
+/// time. (Not under a renamed header: some servers take any header whose
+/// name ends in `Nats-Msg-Id` as the message's id.)
+pub const ORIGINAL_NATS: &str = "Wharf-Original-Nats-Headers";
 
 /// The id of output `index` of the delivery of `sequence` in `stream` through
 /// `consumer`. Two handlers reading one stream (two consumers) never share
@@ -51,13 +56,23 @@ pub fn replay_id(dlq_stream: &str, sequence: u64) -> String {
     format!("wharf-replay:{dlq_stream}:{sequence}")
 }
 
+/// Whether an id is in the host's own id space (`wharf:…`, `wharf-dlq:…`,
+/// `wharf-replay:…`, any case), which guests may not use: a guest could
+/// otherwise make JetStream drop another handler's output or a dead-letter
+/// copy as a duplicate.
+pub fn is_wharf_id(id: &str) -> bool {
+    has_prefix(id.trim_start(), "wharf")
+}
+
 fn has_prefix(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// Whether `name` is a NATS/JetStream header (`Nats-…`, any case).
+/// Whether the server may read `name` as a NATS/JetStream header: `Nats-…`
+/// in any case, or anything containing it (some servers match header names
+/// by their end, so `X-Nats-Msg-Id` can act as a message id).
 pub fn is_nats(name: &str) -> bool {
-    has_prefix(name, "Nats-")
+    name.to_ascii_lowercase().contains("nats-")
 }
 
 /// Whether `name` is one of Wharf's own headers (`Wharf-…`, any case).
@@ -113,6 +128,7 @@ mod tests {
         assert_eq!(guest_header("X-Order", &none), Ok(GuestHeader::Plain));
         assert_eq!(guest_header("nats-msg-id", &none), Ok(GuestHeader::MsgId));
         for name in [
+            "X-Nats-Msg-Id",
             "Nats-Rollup",
             "nats-expected-last-sequence",
             "Nats-TTL",

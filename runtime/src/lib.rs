@@ -148,7 +148,12 @@ pub(crate) async fn run_serving(
             return Ok(());
         }
     };
-    let Started { prepared, link, js } = started;
+    let Started {
+        prepared,
+        link,
+        js,
+        api,
+    } = started;
     telemetry.watch(link.state.clone());
     let stop = CancellationToken::new();
     let mut loops = JoinSet::new();
@@ -173,7 +178,7 @@ pub(crate) async fn run_serving(
         let name = handler.name.clone();
         let run = pull::run(
             dispatcher,
-            js.clone(),
+            api.clone(),
             stop.clone(),
             config.runtime.drain_timeout,
         );
@@ -186,7 +191,7 @@ pub(crate) async fn run_serving(
             let reloader = Arc::new(reload::Reloader::new(
                 file,
                 loader.clone(),
-                js.clone(),
+                api.clone(),
                 dispatchers,
                 versions,
                 telemetry.reloads.clone(),
@@ -239,7 +244,10 @@ fn ended_badly(
 struct Started {
     prepared: Prepared,
     link: connect::Link,
+    /// For publishing outputs and dead-letter copies.
     js: jetstream::Context,
+    /// For JetStream API requests: binding, pulling, consumer info.
+    api: jetstream::Context,
 }
 
 /// Compiles, connects and binds every handler, waiting out a server that
@@ -251,8 +259,12 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         .loader
         .max_payload
         .set(link.client.server_info().max_payload);
-    let mut js = jetstream::new(link.client.clone());
-    js.set_timeout(binding::REQUEST_TIMEOUT);
+    // Two contexts: JetStream API requests (binding, consumer info) time out
+    // soon, so a host notices an election and asks again; PubAcks for
+    // outputs and dead-letter copies get the client's usual time.
+    let js = jetstream::new(link.client.clone());
+    let mut api = js.clone();
+    api.set_timeout(binding::REQUEST_TIMEOUT);
     let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
     for loaded in &prepared.loaded {
         let handler = loaded.guest.handler();
@@ -281,7 +293,12 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
             }
         }
     }
-    Ok(Started { prepared, link, js })
+    Ok(Started {
+        prepared,
+        link,
+        js,
+        api,
+    })
 }
 
 /// Measurements for the benchmark, through the same sandbox a delivery gets.

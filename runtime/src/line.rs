@@ -85,21 +85,32 @@ pub(crate) async fn work(
             continue;
         };
         line.status.waiting.fetch_sub(1, Ordering::Relaxed);
-        line.status.running.fetch_add(1, Ordering::Relaxed);
-        let Waiting { lease, _place } = next;
-        // The delivery owns the lease; a handle stays here to hand the
-        // message back if the delivery must be abandoned.
-        let hand_back = lease.handle();
-        // A bug that panics while one message is handled costs that message
-        // an `ack_wait`, not the handler one of its slots.
-        let delivery = AssertUnwindSafe(dispatcher.deliver(lease)).catch_unwind();
-        tokio::select! {
-            done = delivery => if done.is_err() {
-                error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
-            },
-            _ = abort.cancelled() => hand_back.hand_back().await,
-        }
-        drop(_place);
-        line.status.running.fetch_sub(1, Ordering::Relaxed);
+        run(&dispatcher, &line.status, next, &abort).await;
     }
+}
+
+/// Runs one waiting message's delivery; on `abort` (the drain timeout) the
+/// delivery is dropped and its message handed back.
+pub(crate) async fn run(
+    dispatcher: &Dispatcher,
+    status: &HandlerStatus,
+    waiting: Waiting,
+    abort: &CancellationToken,
+) {
+    status.running.fetch_add(1, Ordering::Relaxed);
+    let Waiting { lease, _place } = waiting;
+    // The delivery owns the lease; a handle stays here to hand the message
+    // back if the delivery must be abandoned.
+    let hand_back = lease.handle();
+    // A bug that panics while one message is handled costs that message an
+    // `ack_wait`, not the handler one of its slots.
+    let delivery = AssertUnwindSafe(dispatcher.deliver(lease)).catch_unwind();
+    tokio::select! {
+        done = delivery => if done.is_err() {
+            error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
+        },
+        _ = abort.cancelled() => hand_back.hand_back().await,
+    }
+    drop(_place);
+    status.running.fetch_sub(1, Ordering::Relaxed);
 }

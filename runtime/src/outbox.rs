@@ -47,85 +47,190 @@ impl std::fmt::Display for FlushError {
 }
 
 /// Publishes the outbox in order and waits for every PubAck. Only when this
-/// returns `Ok` may the input be acked. Publishing the same outbox again
-/// (after a failure, or on a redelivery) stores nothing twice: the ids
-/// are the same, and JetStream drops repeats within its duplicate window.
+/// returns `Ok` may the input be acked. `confirmed` records which outputs
+/// JetStream has confirmed: trying again (after a host-side failure) sends
+/// only the others, so a long outage cannot outlast the duplicate window
+/// and store an output twice. Every output goes only to a subject a stream
+/// stores, as JetStream's metadata says (`streams`): a subject no stream
+/// stores is refused before anything is sent (a core NATS service on it
+/// could otherwise answer in JetStream's place), and a PubAck from another
+/// stream than the one that stores the subject is not a confirmation.
 ///
 /// `first_try` says whether this delivery can have stored these outputs
 /// before; a PubAck that says "duplicate" when it cannot is logged as a
 /// warning (another publisher used the same id), not taken silently.
 pub(crate) async fn flush(
     js: &jetstream::Context,
+    streams: &StreamCache,
     source: &Source,
     entries: &[Outgoing],
+    confirmed: &mut [bool],
     first_try: bool,
+    configured: impl Fn(&str) -> bool,
 ) -> Result<(), FlushError> {
+    let what = |index: usize, out: &Outgoing| format!("output {index} to \"{}\"", out.subject);
     let mut acks = Vec::with_capacity(entries.len());
+    // A failure before every output is sent still waits for the PubAcks of
+    // those that were, so that they count as confirmed next time.
+    let mut not_sent = None;
     for (index, out) in entries.iter().enumerate() {
-        let mut headers = out.headers.clone();
-        if !out.has_msg_id {
-            let id = headers::output_id(
-                &source.stream,
-                &source.consumer,
-                source.stream_sequence,
-                index,
-            );
-            headers.insert(headers::MSG_ID, id.as_str());
+        if confirmed[index] {
+            continue;
         }
-        headers.insert(headers::SOURCE_STREAM, source.stream.as_str());
-        headers.insert(
-            headers::SOURCE_SEQUENCE,
-            source.stream_sequence.to_string().as_str(),
-        );
-        // The guest's own trace context wins; otherwise the output is a
-        // child of the delivery's span.
-        if headers.get(headers::TRACEPARENT).is_none() {
-            headers.insert(headers::TRACEPARENT, source.trace.traceparent().as_str());
-            if let Some(ts) = &source.tracestate {
-                headers.insert(headers::TRACESTATE, ts.as_str());
+        let stream = match streams.lookup(js, &out.subject).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => {
+                let why = format!(
+                    "{}: no stream stores subject \"{}\"",
+                    what(index, out),
+                    out.subject
+                );
+                // A subject the config names was checked at start-up: its
+                // stream missing now is an outage for the operator to fix.
+                not_sent = Some(if configured(&out.subject) {
+                    FlushError::Unavailable(anyhow::anyhow!(why))
+                } else {
+                    FlushError::Refused(why)
+                });
+                break;
             }
-        }
-        let ack = js
+            Err(e) => {
+                not_sent = Some(FlushError::Unavailable(e.context(what(index, out))));
+                break;
+            }
+        };
+        let headers = output_headers(source, index, out);
+        match js
             .publish_with_headers(out.subject.clone(), headers, out.payload.clone())
             .await
-            .map_err(|e| {
-                classify(
-                    &format!("output {index} to \"{}\"", out.subject),
-                    &out.subject,
-                    e,
-                )
-            })?;
-        acks.push(ack);
+        {
+            Ok(ack) => acks.push((index, stream, ack)),
+            Err(e) => {
+                not_sent = Some(classify(&what(index, out), &out.subject, e));
+                break;
+            }
+        }
     }
     let mut refused = None;
-    for (index, ack) in acks.into_iter().enumerate() {
+    for (index, stream, ack) in acks {
         let out = &entries[index];
         match ack.await {
-            Ok(ack) if ack.duplicate && first_try && !out.has_msg_id => warn!(
-                index,
-                subject = %out.subject,
-                stream = %ack.stream,
-                "output was already stored under its id by another publisher; JetStream kept that copy"
-            ),
-            Ok(ack) if ack.duplicate => {
-                debug!(index, subject = %out.subject, "output already stored (deduplicated)")
+            Ok(ack) if ack.stream != stream => {
+                streams.forget(&out.subject);
+                refused = refused.or(Some(format!(
+                    "{}: confirmed by stream \"{}\", but stream \"{stream}\" stores the subject",
+                    what(index, out),
+                    ack.stream
+                )));
             }
-            Ok(_) => {}
-            Err(e) => match classify(
-                &format!("output {index} to \"{}\"", out.subject),
-                &out.subject,
-                e,
-            ) {
+            Ok(ack) => {
+                confirmed[index] = true;
+                if ack.duplicate && first_try && !out.has_msg_id {
+                    warn!(
+                        index,
+                        subject = %out.subject,
+                        stream = %ack.stream,
+                        "output was already stored under its id by another publisher; JetStream kept that copy"
+                    );
+                } else if ack.duplicate {
+                    debug!(index, subject = %out.subject, "output already stored (deduplicated)");
+                }
+            }
+            Err(e) => match classify(&what(index, out), &out.subject, e) {
                 // Every PubAck is awaited before deciding, so that a refusal
                 // is told apart from an outage in the same flush.
                 FlushError::Refused(why) => refused = refused.or(Some(why)),
-                FlushError::Unavailable(e) => return Err(FlushError::Unavailable(e)),
+                FlushError::Unavailable(e) => {
+                    streams.forget(&out.subject);
+                    return Err(FlushError::Unavailable(e));
+                }
             },
         }
     }
-    match refused {
-        Some(why) => Err(FlushError::Refused(why)),
-        None => Ok(()),
+    match (refused, not_sent) {
+        (Some(why), _) => Err(FlushError::Refused(why)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Output `index`'s headers: the guest's, its id, the source trail and the
+/// trace context.
+fn output_headers(source: &Source, index: usize, out: &Outgoing) -> async_nats::HeaderMap {
+    let mut headers = out.headers.clone();
+    if !out.has_msg_id {
+        let id = headers::output_id(
+            &source.stream,
+            &source.consumer,
+            source.stream_sequence,
+            index,
+        );
+        headers.insert(headers::MSG_ID, id.as_str());
+    }
+    headers.insert(headers::SOURCE_STREAM, source.stream.as_str());
+    headers.insert(
+        headers::SOURCE_SEQUENCE,
+        source.stream_sequence.to_string().as_str(),
+    );
+    // The guest's own trace context wins; otherwise the output is a child of
+    // the delivery's span.
+    if headers.get(headers::TRACEPARENT).is_none() {
+        headers.insert(headers::TRACEPARENT, source.trace.traceparent().as_str());
+        if let Some(ts) = &source.tracestate {
+            headers.insert(headers::TRACESTATE, ts.as_str());
+        }
+    }
+    headers
+}
+
+/// Which stream stores each subject a handler publishes to, as JetStream's
+/// metadata said within the last minute. A subject no stream stores is not
+/// remembered, so a stream created for it is found at once.
+#[derive(Default)]
+pub(crate) struct StreamCache {
+    known: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+/// How long a subject's stream is remembered.
+const STREAM_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How many subjects are remembered at most; the cache starts over past it.
+const STREAM_CACHE_MAX: usize = 4096;
+
+impl StreamCache {
+    /// The stream that stores `subject`, or `None` when none does.
+    pub(crate) async fn lookup(
+        &self,
+        js: &jetstream::Context,
+        subject: &str,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some((stream, at)) = self.lock().get(subject)
+            && at.elapsed() < STREAM_CACHE_TTL
+        {
+            return Ok(Some(stream.clone()));
+        }
+        let found = crate::binding::stored_by(js, subject).await?;
+        if let Some(stream) = &found {
+            let mut known = self.lock();
+            if known.len() >= STREAM_CACHE_MAX {
+                known.clear();
+            }
+            known.insert(
+                subject.to_string(),
+                (stream.clone(), std::time::Instant::now()),
+            );
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, subject: &str) {
+        self.lock().remove(subject);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, std::time::Instant)>>
+    {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -143,7 +248,7 @@ pub(crate) fn classify(
         | PublishErrorKind::WrongLastMessageId
         | PublishErrorKind::WrongLastSequence => FlushError::Refused(format!("{what}: {e}")),
         PublishErrorKind::Other => match jetstream_error(&e) {
-            Some(api) if (400..500).contains(&api.code()) => {
+            Some(api) if (400..500).contains(&api.code()) || stream_limit(api) => {
                 FlushError::Refused(format!("{what}: refused by JetStream: {api}"))
             }
             _ => FlushError::Unavailable(anyhow::Error::new(e).context(what)),
@@ -157,7 +262,7 @@ pub(crate) fn classify(
 
 /// A publish that no stream answered.
 #[derive(Debug, thiserror::Error)]
-#[error("no stream answered for subject \"{0}\"")]
+#[error("no stream answered for subject \"{0}\" (none stores it, or its leader is being elected)")]
 pub(crate) struct NoStream(pub String);
 
 /// Decides whether "no stream answered" means that no stream stores the
@@ -186,6 +291,20 @@ pub(crate) async fn resolve(
         }
         _ => FlushError::Unavailable(e),
     }
+}
+
+/// Whether the stream refused the message for one of its own limits (too
+/// large, full with "discard new"): a property of the message and the
+/// stream, not an outage that passes.
+fn stream_limit(api: &jetstream::Error) -> bool {
+    use jetstream::ErrorCode;
+    [
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM,
+        ErrorCode::STREAM_STORE_FAILED,
+        ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM,
+        ErrorCode::STREAM_MAX_STREAM_BYTES_EXCEEDED,
+    ]
+    .contains(&api.error_code())
 }
 
 /// The JetStream API error inside a failed publish, if the server sent one.

@@ -16,12 +16,15 @@ use tracing::{debug, info, warn};
 
 use crate::binding::{self, BindError, Seen};
 use crate::dispatch::Dispatcher;
-use crate::lease::{Lease, Leases};
+use crate::lease::Leases;
 use crate::line::{self, Line, Waiting};
 
 /// How long one pull request waits for messages. It bounds how long an idle
 /// handler takes to notice shutdown, at the cost of one request per period.
 pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// How long after a pull's expiry the host waits for the server to end it.
+const PULL_GRACE: Duration = Duration::from_millis(500);
 
 /// How long, after the drain, the host keeps trying to hand back what it
 /// still holds before it gives up and leaves it to `ack_wait`.
@@ -196,9 +199,23 @@ impl Puller {
             .expires(PULL_EXPIRES)
             .messages()
             .await?;
-        let mut after_stop: Vec<Lease> = Vec::new();
         let mut failed = None;
-        while let Some(next) = batch.next().await {
+        // The server ends a pull when it expires. One that the consumer's
+        // leader took down with it is never answered; the client would wait
+        // several seconds more, so the host gives up on it sooner.
+        let deadline = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_) => {
+                    failed = Some(Box::from(format!(
+                        "the pull was not answered within {}",
+                        humantime::format_duration(PULL_EXPIRES + PULL_GRACE)
+                    )));
+                    break;
+                }
+            };
             let msg = match next {
                 Ok(msg) => msg,
                 Err(e) => {
@@ -210,10 +227,9 @@ impl Puller {
                 warn!(handler = %self.handler.name, "pulled a message without a reply subject; ignoring it");
                 continue;
             };
-            if self.stop.is_cancelled() {
-                after_stop.push(lease);
-                continue;
-            }
+            // After `stop`, the workers take nothing new: what arrives waits
+            // in line for the drain, which hands it back once this pull has
+            // closed.
             let place = reserved
                 .pop()
                 .expect("the pull asked for no more than the free places");
@@ -223,9 +239,6 @@ impl Puller {
             });
         }
         drop(reserved);
-        for lease in after_stop {
-            lease.hand_back().await;
-        }
         failed.map_or(Ok(()), Err)
     }
 
@@ -235,9 +248,24 @@ impl Puller {
     async fn drain(&self, workers: TaskTracker, abort: CancellationToken, drain_timeout: Duration) {
         // Workers take nothing new once `stop` has fired.
         self.stop.cancel();
-        let waiting = self.line.take_all();
+        // A hand-back counts as a delivery: a message waiting on its final
+        // attempt would come back past it, and be dead-lettered without
+        // ever running. Such messages run now, within the drain.
+        let max = self.dispatcher.current().guest.handler().max_attempts;
+        let (last, others): (Vec<Waiting>, Vec<Waiting>) =
+            self.line.take_all().into_iter().partition(|w| {
+                w.lease
+                    .message()
+                    .info()
+                    .is_ok_and(|i| i.delivered >= i64::from(max))
+            });
+        for waiting in last {
+            let (dispatcher, status, abort) =
+                (self.dispatcher.clone(), self.status.clone(), abort.clone());
+            workers.spawn(async move { line::run(&dispatcher, &status, waiting, &abort).await });
+        }
         let mut settled = bounded(async {
-            for w in waiting {
+            for w in others {
                 w.lease.hand_back().await;
             }
         })

@@ -35,10 +35,12 @@ pub enum Outcome {
     /// never settled (the host crashed, was killed, or handed it back), so
     /// the guest is not run again.
     PastFinalAttempt,
-    /// The host could not store the outputs or the dead-letter copy (the
-    /// server unreachable, a stream unavailable or refusing the copy);
-    /// `tries` failed so far.
-    HostFailed { tries: u32 },
+    /// The host could not store the outputs or the dead-letter copy;
+    /// `tries` failed so far. An `outage` (the server unreachable, a stream
+    /// electing a leader) is tried again often, so the handler resumes soon
+    /// after it ends; a refusal (a dead-letter copy the stream will not
+    /// take) backs off further.
+    HostFailed { tries: u32, outage: bool },
 }
 
 /// The reason kind written to a dead-letter copy's `Wharf-Reason-Kind` header.
@@ -114,7 +116,10 @@ pub enum Action {
 
 /// The first delay after a host-side failure; it doubles with each one.
 const HOST_RETRY_FIRST: Duration = Duration::from_millis(100);
-/// The longest delay between two tries of a failed host-side step.
+/// The longest delay between two tries of a step that failed for an
+/// outage: short, so a held delivery resumes soon after a leader election.
+pub const HOST_RETRY_OUTAGE_MAX: Duration = Duration::from_secs(1);
+/// The longest delay between two tries of a step the server refused.
 pub const HOST_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The retry delays of one handler.
@@ -124,12 +129,18 @@ pub struct Backoff {
     steps: Vec<Duration>,
     /// Fraction of random spread added on top of each delay.
     jitter: f64,
+    /// The longest delay a guest may ask for.
+    max_guest_delay: Duration,
 }
 
 impl Backoff {
-    pub fn new(steps: Vec<Duration>, jitter: f64) -> Backoff {
+    pub fn new(steps: Vec<Duration>, jitter: f64, max_guest_delay: Duration) -> Backoff {
         assert!(!steps.is_empty(), "config validation guarantees one step");
-        Backoff { steps, jitter }
+        Backoff {
+            steps,
+            jitter,
+            max_guest_delay,
+        }
     }
 
     /// The schedule's delay after a failure on `attempt` (1-based), without jitter.
@@ -164,7 +175,13 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
             reason,
         },
         Outcome::Retry { delay } if !last => Action::Nak {
-            delay: delay.unwrap_or_else(|| backoff.delay(attempt)),
+            delay: match delay {
+                // A nak'd message counts against the consumer's ack-pending
+                // limit until it comes back: a guest must not park messages
+                // for years.
+                Some(d) => d.min(backoff.max_guest_delay),
+                None => backoff.delay(attempt),
+            },
         },
         Outcome::Retry { .. } => Action::DeadLetter {
             kind: DeadLetterKind::Exhausted,
@@ -185,10 +202,14 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
                  at shutdown), so the handler was not run again"
             ),
         },
-        Outcome::HostFailed { tries } => Action::RetryStep {
+        Outcome::HostFailed { tries, outage } => Action::RetryStep {
             delay: HOST_RETRY_FIRST
                 .saturating_mul(1 << tries.min(16))
-                .min(HOST_RETRY_MAX),
+                .min(if outage {
+                    HOST_RETRY_OUTAGE_MAX
+                } else {
+                    HOST_RETRY_MAX
+                }),
         },
         Outcome::Failed { failure, detail } => Action::DeadLetter {
             kind: failure.into(),
@@ -207,7 +228,7 @@ mod tests {
 
     #[test]
     fn every_row_of_the_settlement_table() {
-        let backoff = Backoff::new(vec![secs(1), secs(5), secs(30)], 0.0);
+        let backoff = Backoff::new(vec![secs(1), secs(5), secs(30)], 0.0, secs(3600));
         let trap = |failure| Outcome::Failed {
             failure,
             detail: "boom".into(),
@@ -237,6 +258,15 @@ mod tests {
                 1,
                 3,
                 Action::Nak { delay: secs(1) },
+            ),
+            // A guest's own delay is cut to the handler's max_retry_delay.
+            (
+                Outcome::Retry {
+                    delay: Some(secs(100 * 365 * 24 * 3600)),
+                },
+                1,
+                3,
+                Action::Nak { delay: secs(3600) },
             ),
             (
                 Outcome::Retry { delay: None },
@@ -303,7 +333,10 @@ mod tests {
             ),
             // Host-side failures keep the message, backing off exponentially up to a cap.
             (
-                Outcome::HostFailed { tries: 0 },
+                Outcome::HostFailed {
+                    tries: 0,
+                    outage: true,
+                },
                 1,
                 3,
                 Action::RetryStep {
@@ -311,7 +344,10 @@ mod tests {
                 },
             ),
             (
-                Outcome::HostFailed { tries: 3 },
+                Outcome::HostFailed {
+                    tries: 3,
+                    outage: false,
+                },
                 3,
                 3,
                 Action::RetryStep {
@@ -319,7 +355,21 @@ mod tests {
                 },
             ),
             (
-                Outcome::HostFailed { tries: 40 },
+                Outcome::HostFailed {
+                    tries: 40,
+                    outage: true,
+                },
+                9,
+                3,
+                Action::RetryStep {
+                    delay: HOST_RETRY_OUTAGE_MAX,
+                },
+            ),
+            (
+                Outcome::HostFailed {
+                    tries: 40,
+                    outage: false,
+                },
                 9,
                 3,
                 Action::RetryStep {
@@ -345,7 +395,7 @@ mod tests {
 
     #[test]
     fn backoff_repeats_its_last_step() {
-        let b = Backoff::new(vec![secs(1), secs(2)], 0.0);
+        let b = Backoff::new(vec![secs(1), secs(2)], 0.0, secs(3600));
         assert_eq!(b.delay(1), secs(1));
         assert_eq!(b.delay(2), secs(2));
         assert_eq!(b.delay(9), secs(2));
@@ -354,7 +404,7 @@ mod tests {
 
     #[test]
     fn jitter_only_adds_within_its_fraction() {
-        let b = Backoff::new(vec![secs(10)], 0.5);
+        let b = Backoff::new(vec![secs(10)], 0.5, secs(3600));
         for _ in 0..100 {
             let d = b.delay(1);
             assert!(d >= secs(10) && d <= secs(15), "{d:?}");

@@ -70,6 +70,10 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// What a host call may carry beyond the outbox's byte limit (WASI writes,
+/// log lines, the host's bookkeeping of strings and lists).
+const HOSTCALL_HEADROOM: usize = 1024 * 1024;
+
 /// What every Store of one handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
@@ -140,6 +144,15 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    // What one host call may carry from the guest (counted as the host's
+    // own data, strings and lists included): room for the largest outbox,
+    // and little more, so a guest cannot make the host allocate beyond its
+    // memory cap or spend seconds converting data in one call.
+    store.set_hostcall_fuel(
+        usize::try_from(handler.max_outbox_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HOSTCALL_HEADROOM),
+    );
     store.epoch_deadline_callback(move |mut ctx| {
         if Instant::now() >= ctx.data().deadline {
             ctx.data_mut().limits.hit = Some(Failure::Timeout);

@@ -7,10 +7,21 @@
 //! the JetStream API, acks and system subjects (`$JS.…`, `$JSC.…`,
 //! `$SYS.…`, `$NRG.…`) not even then.
 
+/// The longest subject Wharf publishes to or accepts in its configuration.
+/// The server refuses a protocol line over 4 KiB by dropping the whole
+/// connection, so a subject must stay far below that.
+pub const MAX_LEN: usize = 512;
+
 /// Checks a subject (or, with `wildcards`, a subject pattern) against NATS rules.
 pub fn validate(subject: &str, wildcards: bool) -> Result<(), String> {
     if subject.is_empty() {
         return Err("subject must not be empty".into());
+    }
+    if subject.len() > MAX_LEN {
+        return Err(format!(
+            "a subject of {} bytes is longer than the {MAX_LEN} Wharf allows",
+            subject.len()
+        ));
     }
     let tokens: Vec<&str> = subject.split('.').collect();
     for (i, token) in tokens.iter().enumerate() {
@@ -163,6 +174,7 @@ mod tests {
         assert!(validate("a.b*", true).is_err());
         assert!(validate("a.*", false).is_err());
         assert!(validate("a..b", false).is_err());
+        assert!(validate(&format!("out.{}", "a".repeat(600)), false).is_err());
     }
 
     #[test]

@@ -48,6 +48,25 @@ pub(crate) fn one_line(s: &str) -> String {
         .to_string()
 }
 
+/// `s` with every control character escaped (`\r`, `\u{1b}`), so that
+/// a guest's line stays one line in the host's log and cannot forge others.
+pub(crate) fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +81,12 @@ mod tests {
         assert!(t.starts_with("...") && t.len() <= 7, "{t}");
         assert_eq!(tail("abc", 3, "..."), "abc");
         assert_eq!(floor_boundary(&s, 3), 2);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain"), "plain");
+        assert_eq!(escape_controls("a\nb\r\u{1b}[1m"), "a\\nb\\r\\u{1b}[1m");
     }
 
     #[test]

@@ -144,9 +144,16 @@ async fn outputs_carry_ids_source_trail_and_trace_context() {
     assert_eq!(header(&out[1], "Wharf-Source-Stream"), Some("IN"));
     assert_eq!(header(&out[1], "Wharf-Source-Sequence"), Some("1"));
     let child = header(&out[0], "traceparent").unwrap();
-    assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{child}");
+    assert!(
+        child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{child}"
+    );
     assert_ne!(child, tp, "the delivery's span, not a copy of the input's");
-    assert_eq!(header(&out[1], "traceparent"), Some(child), "one delivery span");
+    assert_eq!(
+        header(&out[1], "traceparent"),
+        Some(child),
+        "one delivery span"
+    );
     assert_eq!(&out[0].payload[..], b"payload");
 }
 

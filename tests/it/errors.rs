@@ -205,3 +205,47 @@ async fn check_with_server_names_an_unstored_publish_subject() {
         "{err}"
     );
 }
+
+/// A dead-letter stream that keeps messages only while a consumer is
+/// interested would lose every copy: refused at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interest_retention_dead_letter_stream_is_refused() {
+    let server = server();
+    let js = js(&server).await;
+    stream(&js, "IN", &["in.>"]).await;
+    stream(&js, "OUT", &["out.>"]).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "DLQ".into(),
+        subjects: vec!["dlq.>".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &behave_config_text(&server.url(), ""));
+    let (code, err) = run_binary_async(&["run", "-c", path.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`dead_letter`") && err.contains("interested"),
+        "{err}"
+    );
+}
+
+/// An allow-list that reaches the handler's own input (outputs delivered
+/// back to it, without end) is refused at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_list_reaching_the_own_input_is_refused() {
+    let (server, _js) = bed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &behave_config_text(&server.url(), "publish = [\"out.>\", \"in.loop\"]"),
+    );
+    let (code, err) = run_binary_async(&["run", "-c", path.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`publish`") && err.contains("own input"),
+        "{err}"
+    );
+}

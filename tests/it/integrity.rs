@@ -290,3 +290,179 @@ async fn recreate_consumer_lets_the_handler_carry_on() {
     wait_count(&js, "OUT", 1).await;
     host.stop().await.unwrap();
 }
+
+/// An output to a subject no stream stores is never sent, even when a core
+/// NATS service listens there and would answer like JetStream: the input is
+/// not acked on the service's word, and ends dead-lettered as `output`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_service_cannot_confirm_an_output() {
+    use futures::StreamExt;
+    let (server, js) = bed().await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut service = client.subscribe("svc.fake").await.unwrap();
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answering = {
+        let (client, heard) = (client.clone(), heard.clone());
+        tokio::spawn(async move {
+            while let Some(m) = service.next().await {
+                heard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(reply) = m.reply {
+                    let _ = client
+                        .publish(reply, r#"{"stream":"FAKE","seq":1}"#.into())
+                        .await;
+                }
+            }
+        })
+    };
+    client.flush().await.unwrap();
+    publish(&js, "in.a", b"x", &[("behave", "publish-with:svc.fake")]).await;
+    let host = Host::start(behave_config(
+        &server,
+        "max_attempts = 2\npublish = [\"out.>\", \"svc.>\"]",
+    ));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    answering.abort();
+    let dls = messages(&js, "DLQ").await;
+    assert_eq!(kinds(&dls), ["output"]);
+    assert!(
+        header(&dls[0], "Wharf-Reason")
+            .unwrap()
+            .contains("no stream stores subject \"svc.fake\"")
+    );
+    assert_eq!(
+        heard.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing was sent to the service"
+    );
+}
+
+/// An output refused by a full stream (discard new) is the output's failure:
+/// dead-lettered as `output`, and the handler goes on with other messages
+/// instead of stalling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_a_full_stream_refuses_dead_letters_without_stalling() {
+    let (server, js) = bed().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "FULL".into(),
+        subjects: vec!["full.>".into()],
+        max_messages: 1,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish(&js, "full.x", b"first", &[]).await;
+    publish(&js, "in.a", b"x", &[("behave", "publish-with:full.x")]).await;
+    for _ in 0..5 {
+        publish_done(&js, "ok").await;
+    }
+    let host = Host::start(behave_config(
+        &server,
+        "max_attempts = 2\npublish = [\"out.>\", \"full.>\"]",
+    ));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(kinds(&messages(&js, "DLQ").await), ["output"]);
+    assert_eq!(count(&js, "OUT").await, 5);
+}
+
+/// Outputs already confirmed are not sent again while the host holds the
+/// message for another output's stream: even a hold longer than the first
+/// stream's duplicate window stores each output once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_hold_does_not_store_confirmed_outputs_twice() {
+    let server = server();
+    let js = js(&server).await;
+    stream(&js, "IN", &["in.>"]).await;
+    stream(&js, "DLQ", &["dlq.>"]).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "OUT".into(),
+        subjects: vec!["out.>".into()],
+        duplicate_window: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    stream(&js, "GONE", &["gone.x"]).await;
+    let host = Host::start(behave_config(&server, "publish = [\"out.>\", \"gone.x\"]"));
+    wait_drained(&js, "IN", "test").await;
+    js.delete_stream("GONE").await.unwrap();
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[
+            ("behave", "ok"),
+            ("publish-to", "out.a"),
+            ("publish-to", "gone.x"),
+        ],
+    )
+    .await;
+    wait_count(&js, "OUT", 1).await;
+    // Held past the output stream's 1 s duplicate window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stream(&js, "GONE", &["gone.x"]).await;
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, 1, "out.a stored once");
+    assert_eq!(count(&js, "GONE").await, 1);
+    assert_eq!(count(&js, "DLQ").await, 0);
+}
+
+/// A message near the server's `max_payload` can still be dead-lettered:
+/// the copy keeps the payload and fits by shortening the reason (and, if
+/// need be, leaving the original headers out, saying how many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_near_max_payload_is_still_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "max_payload: 4096\n").unwrap();
+    let server = wharf::server::NatsServer::start_with(&["-c", conf.to_str().unwrap()]).unwrap();
+    let js = js(&server).await;
+    topology(&js).await;
+    let reason = format!("reject:{}", "r".repeat(300));
+    publish(
+        &js,
+        "in.a",
+        &[b'p'; 3600],
+        &[("behave", &reason), ("X-Tenant", "t1")],
+    )
+    .await;
+    let host = Host::start(behave_config(&server, "max_attempts = 1"));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let dls = messages(&js, "DLQ").await;
+    assert_eq!(kinds(&dls), ["rejected"]);
+    assert_eq!(dls[0].payload.len(), 3600, "the payload is kept whole");
+}
+
+/// At shutdown, a message waiting in line on its final attempt is run
+/// within the drain instead of handed back: handed back, it would return
+/// past its final attempt and be dead-lettered without ever running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_attempts_waiting_at_shutdown_run_in_the_drain() {
+    let (server, js) = bed().await;
+    for _ in 0..4 {
+        publish(
+            &js,
+            "in.a",
+            b"x",
+            &[("behave", "sleep:300"), ("publish-to", "out.done")],
+        )
+        .await;
+    }
+    let mut host = Host::start(behave_config(
+        &server,
+        "max_attempts = 1\nconcurrency = 1\nprefetch = 4\ntimeout = \"10s\"",
+    ));
+    eventually("all four are held", || async {
+        consumer_counts(&js, "IN", "test").await == Some((0, 4))
+    })
+    .await;
+    host.begin_stop();
+    host.stop().await.unwrap();
+    wait_count(&js, "OUT", 4).await;
+    assert_eq!(count(&js, "DLQ").await, 0, "none dead-lettered as crashed");
+    assert!(drained(&js, "IN", "test").await);
+}

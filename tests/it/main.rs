@@ -4,12 +4,14 @@
 mod support;
 
 mod chaos;
+mod cluster;
 mod connect;
 mod core;
 mod crash;
 mod dlq;
 mod errors;
 mod example;
+mod failover;
 mod hostile;
 mod integrity;
 mod no_std;

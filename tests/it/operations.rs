@@ -37,6 +37,7 @@ async fn purge_for_one_handler_leaves_the_others_copies() {
                 &[
                     ("Wharf-Handler", handler),
                     ("Wharf-Reason-Kind", "rejected"),
+                    ("Wharf-Source-Stream", "IN"),
                 ],
             )
             .await;

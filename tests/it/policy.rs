@@ -69,16 +69,17 @@ async fn fuel_on_one_handler_leaves_another_unmetered() {
     assert!(reason(&dls[0]).contains("fuel"), "{}", reason(&dls[0]));
 }
 
-/// A `>` allow-list never reaches the JetStream API: a guest that publishes
-/// a purge request is refused, and the stream keeps its messages.
+/// A wildcard allow-list never reaches the JetStream API, the system
+/// account or reply inboxes: a guest that publishes a purge request is
+/// refused, and the stream keeps its messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_allow_list_cannot_reach_the_jetstream_api() {
     let (server, js) = bed().await;
     publish(&js, "out.keep", b"precious", &[]).await;
     for target in [
         "$JS.API.STREAM.PURGE.OUT",
-        "_INBOX.abc",
-        "$SYS.REQ.SERVER.PING",
+        "_INBOX.a.b.c.d",
+        "$SYS.REQ.SERVER.PING.x",
     ] {
         publish(
             &js,
@@ -88,19 +89,20 @@ async fn a_wildcard_allow_list_cannot_reach_the_jetstream_api() {
         )
         .await;
     }
-    // No dead-letter subject: `>` would otherwise cover it.
-    let mut handler = handler_table(
-        "test",
-        &wasm("behave"),
-        "publish = [\">\"]\ndrop_after_max_attempts = true\nmax_attempts = 1",
-    );
-    handler.remove("dead_letter");
-    let text = config_text_for(&server.url(), vec![handler]);
-    let host =
-        Host::start(wharf::config::Config::parse(std::path::Path::new("t.toml"), &text).unwrap());
+    // Any subject of five tokens or more, but for the reserved ones.
+    let host = Host::start(behave_config(
+        &server,
+        "publish = [\"*.*.*.*.>\"]\nfilter_subject = \"in.a\"\nmax_attempts = 1",
+    ));
     wait_drained(&js, "IN", "test").await;
     host.stop().await.unwrap();
     assert_eq!(count(&js, "OUT").await, 1, "the stream was not purged");
+    let dls = messages(&js, "DLQ").await;
+    assert_eq!(dls.len(), 3);
+    assert!(
+        dls.iter().all(|d| reason(d).contains("allow-list")),
+        "{dls:?}"
+    );
 }
 
 /// A guest cannot set headers that make JetStream act on other messages,
@@ -236,6 +238,7 @@ async fn replay_goes_only_where_the_source_stream_stores() {
             ("Wharf-Source-Subject", "$JS.API.STREAM.PURGE.OUT"),
             ("Wharf-Source-Stream", "IN"),
             ("Wharf-Handler", "test"),
+            ("Wharf-Reason-Kind", "rejected"),
         ],
     )
     .await;
@@ -252,4 +255,70 @@ async fn replay_goes_only_where_the_source_stream_stores() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refusing to replay"), "{err}");
     assert_eq!(count(&js, "OUT").await, 1, "nothing was purged");
+}
+
+/// A guest cannot choose an id in the host's own id space (which would make
+/// JetStream drop another handler's output or a dead-letter copy as a
+/// duplicate), nor a subject long enough to make the server drop the host's
+/// connection, nor make the host convert an outsized header list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_cannot_forge_ids_or_overload_the_host_through_publish() {
+    let (server, js) = bed().await;
+    publish(
+        &js,
+        "in.a",
+        b"x",
+        &[(
+            "behave",
+            "publish-with:out.a;Nats-Msg-Id=wharf-dlq:IN:other:2",
+        )],
+    )
+    .await;
+    let long = format!("publish-with:out.{}", "a".repeat(5000));
+    publish(&js, "in.a", b"x", &[("behave", &long)]).await;
+    publish(&js, "in.a", b"x", &[("behave", "publish-headers:200000")]).await;
+    publish_done(&js, "ok").await;
+    let host = Host::start(behave_config(&server, "max_attempts = 1"));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    let dls = messages(&js, "DLQ").await;
+    assert_eq!(dls.len(), 3, "{dls:?}");
+    assert!(
+        reason(&dls[0]).contains("the host's"),
+        "{}",
+        reason(&dls[0])
+    );
+    assert!(
+        reason(&dls[1]).contains("longer than"),
+        "{}",
+        reason(&dls[1])
+    );
+    assert_eq!(kind(&dls[2]), "trap", "{}", reason(&dls[2]));
+    assert_eq!(
+        count(&js, "OUT").await,
+        1,
+        "the well-behaved message went through"
+    );
+}
+
+/// `wharf dlq --stream` acts only on Wharf's dead-letter copies: pointed at
+/// a stream of ordinary messages, `purge all` deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_touch_only_dead_letter_copies() {
+    let (server, js) = bed().await;
+    for _ in 0..5 {
+        publish(&js, "out.plain", b"x", &[]).await;
+    }
+    let (code, err) = run_binary_async(&[
+        "dlq",
+        "--stream",
+        "OUT",
+        "--url",
+        &server.url(),
+        "purge",
+        "all",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(count(&js, "OUT").await, 5);
 }

@@ -54,6 +54,8 @@ pub struct HandlerConfig {
     pub backoff: Vec<Duration>,
     /// Fraction (0..=1) of random spread added to each backoff delay.
     pub backoff_jitter: f64,
+    /// The longest delay a guest may ask for with `retry`; longer ones are cut to it.
+    pub max_retry_delay: Duration,
     /// Subject for dead-letter copies; must be captured by a stream.
     pub dead_letter: Option<String>,
     /// Explicit opt-in to drop messages that cannot be delivered when no dead-letter subject is set.
@@ -96,6 +98,7 @@ pub(super) struct RawHandler {
     fuel: Option<u64>,
     backoff: Option<Vec<String>>,
     backoff_jitter: Option<f64>,
+    max_retry_delay: Option<String>,
     dead_letter: Option<String>,
     drop_after_max_attempts: Option<bool>,
     double_ack: Option<bool>,
@@ -161,8 +164,8 @@ pub(super) fn validate(
         return Err(site.err("ack_wait", "must be at least 1s"));
     }
     let timeout = site.duration("timeout", h.timeout.as_deref(), defaults::TIMEOUT)?;
-    if timeout.is_zero() {
-        return Err(site.err("timeout", "must be greater than zero"));
+    if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(24 * 3600) {
+        return Err(site.err("timeout", "must be between 10ms (one epoch tick) and 24h"));
     }
     let memory = site.size("memory", h.memory.as_deref(), defaults::MEMORY)?;
     if memory < 64 * 1024 {
@@ -188,6 +191,11 @@ pub(super) fn validate(
     if !(0.0..=1.0).contains(&backoff_jitter) {
         return Err(site.err("backoff_jitter", "must be between 0.0 and 1.0"));
     }
+    let max_retry_delay = site.duration(
+        "max_retry_delay",
+        h.max_retry_delay.as_deref(),
+        defaults::MAX_RETRY_DELAY,
+    )?;
     let publish = AllowList::new(h.publish).map_err(|e| site.err("publish", e))?;
     if let Some(d) = &h.dead_letter {
         subject::validate(d, false).map_err(|e| site.err("dead_letter", e))?;
@@ -263,6 +271,7 @@ pub(super) fn validate(
         fuel: h.fuel,
         backoff,
         backoff_jitter,
+        max_retry_delay,
         dead_letter: h.dead_letter,
         drop_after_max_attempts,
         double_ack: h.double_ack.unwrap_or(false),

@@ -123,6 +123,8 @@ pub mod defaults {
         Duration::from_secs(30),
         Duration::from_secs(120),
     ];
+    /// The longest delay a guest's `retry` may ask for.
+    pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
     /// Messages one delivery may publish.
     pub const MAX_OUTBOX_MESSAGES: usize = 100;
     /// Bytes one delivery may publish.
@@ -271,7 +273,21 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             handler: Some(&name),
         };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        handlers.push(handler::validate(&site, h, resolve)?);
+        let h = handler::validate(&site, h, resolve)?;
+        if let Some(other) = handlers
+            .iter()
+            .find(|o| o.stream == h.stream && o.consumer == h.consumer)
+        {
+            return Err(site.err(
+                "consumer",
+                format!(
+                    "handler \"{}\" already uses consumer \"{}\" on stream \"{}\"; \
+                     two handlers on one consumer would each see only some messages",
+                    other.name, h.consumer, h.stream
+                ),
+            ));
+        }
+        handlers.push(h);
     }
     Ok(Config {
         path: path.to_path_buf(),
@@ -427,6 +443,43 @@ mod tests {
         );
         let ok = parse(&format!("{MINIMAL}\npublish = [\"out.>\"]\n")).unwrap();
         assert!(ok.handlers[0].publish.allows("out.a"));
+    }
+
+    #[test]
+    fn two_handlers_on_one_consumer_are_refused() {
+        let second = MINIMAL.replace("name = \"orders\"", "name = \"audit\"");
+        let text = format!("{MINIMAL}\nconsumer = \"shared\"\n{second}\nconsumer = \"shared\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("`consumer`") && err.contains("\"orders\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = parse(&format!("{MINIMAL}\ntimeout = \"300000000000years\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`timeout`"), "{err}");
+        let err = parse(&format!("{MINIMAL}\ntimeout = \"1ns\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`timeout`"), "{err}");
+        let err = parse(&format!(
+            "[runtime]\nstartup_timeout = \"99999years\"\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("startup_timeout"), "{err}");
+    }
+
+    #[test]
+    fn names_cannot_hold_the_id_separator() {
+        let err = parse(&format!("{MINIMAL}\nconsumer = \"c:7\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`consumer`"), "{err}");
     }
 
     #[test]

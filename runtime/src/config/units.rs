@@ -4,9 +4,13 @@ use std::time::Duration;
 
 /// Parses a human-readable duration such as `"30s"`, `"1m 30s"` or `"250ms"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
         format!("\"{s}\" is not a duration ({e}); write e.g. \"30s\", \"250ms\", \"2m\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("\"{s}\" is longer than 30 days"));
+    }
+    Ok(d)
 }
 
 /// Parses a human-readable size such as `"64MiB"`, `"512KiB"`, `"1GB"` or `"4096"`.
@@ -29,14 +33,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
-/// Stream and durable names: printable, no whitespace, no subject separators or wildcards.
+/// Stream and durable names: printable, no whitespace, no subject
+/// separators or wildcards, and no `:` (which separates the parts of the
+/// ids Wharf derives from them).
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name
             .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '.' | '*' | '>' | '/' | '\\'))
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '.' | '*' | '>' | '/' | '\\' | ':'))
 }
+
+/// The longest duration any setting takes: deadlines and delays beyond it
+/// are mistakes, and would overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Bytes as MiB with one decimal, for messages.
 pub fn mib(bytes: u64) -> String {

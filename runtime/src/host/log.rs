@@ -38,6 +38,7 @@ impl LogBudget {
 
     pub(crate) fn write(&mut self, level: Level, message: String) {
         let message = crate::text::head(&message, MAX_LOG_LINE, "…");
+        let message = crate::text::escape_controls(&message);
         if message.len() > self.left {
             self.left = 0;
             self.dropped += 1;

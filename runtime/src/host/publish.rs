@@ -63,6 +63,11 @@ impl MaxPayload {
     fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// The server's `max_payload`, once the host has connected.
+    pub(crate) fn known(&self) -> Option<usize> {
+        Some(self.get()).filter(|n| *n > 0)
+    }
 }
 
 /// Messages published by the guest during one delivery.
@@ -153,6 +158,12 @@ impl Outbox {
                 // spelt otherwise, empty or repeated would silently turn
                 // deduplication off.
                 match h.values.as_slice() {
+                    [id] if headers::is_wharf_id(id) => {
+                        return Err(PublishError::NotAllowed(format!(
+                            "a {} starting with \"wharf\" is the host's: choose another id",
+                            headers::MSG_ID
+                        )));
+                    }
                     [id] if !id.trim().is_empty() && !has_msg_id => {
                         map.insert(headers::MSG_ID, id.as_str());
                         has_msg_id = true;
@@ -250,6 +261,14 @@ mod tests {
             out[0].headers.get(headers::MSG_ID).unwrap().as_str(),
             "order-1"
         );
+        assert!(matches!(
+            o.push(
+                "out.a".into(),
+                vec![],
+                vec![header("Nats-Msg-Id", &["WHARF-dlq:IN:c:1"])]
+            ),
+            Err(PublishError::NotAllowed(_))
+        ));
         for values in [&[""][..], &[" "], &["a", "b"], &[]] {
             assert!(
                 matches!(
