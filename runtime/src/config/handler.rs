@@ -174,19 +174,7 @@ pub(super) fn validate(
     if memory > 4 * 1024 * 1024 * 1024 {
         return Err(site.err("memory", "must be at most 4GiB (32-bit WebAssembly)"));
     }
-    let backoff = match &h.backoff {
-        None => defaults::BACKOFF.to_vec(),
-        Some(list) if list.is_empty() => {
-            return Err(site.err(
-                "backoff",
-                "must list at least one delay, e.g. [\"1s\", \"10s\"]",
-            ));
-        }
-        Some(list) => list
-            .iter()
-            .map(|s| parse_duration(s).map_err(|e| site.err("backoff", e)))
-            .collect::<Result<_, _>>()?,
-    };
+    let backoff = backoff(site, h.backoff.as_deref())?;
     let backoff_jitter = h.backoff_jitter.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&backoff_jitter) {
         return Err(site.err("backoff_jitter", "must be between 0.0 and 1.0"));
@@ -198,22 +186,7 @@ pub(super) fn validate(
     )?;
     let publish = AllowList::new(h.publish).map_err(|e| site.err("publish", e))?;
     if let Some(d) = &h.dead_letter {
-        subject::validate(d, false).map_err(|e| site.err("dead_letter", e))?;
-        if d.starts_with('$') || d.starts_with("_INBOX") {
-            return Err(site.err(
-                "dead_letter",
-                format!("\"{d}\" is a reserved subject; use an ordinary one stored by a stream"),
-            ));
-        }
-        if publish.reaches(d) {
-            return Err(site.err(
-                "publish",
-                format!(
-                    "the allow-list covers the handler's own dead-letter subject \"{d}\"; \
-                     a guest could forge dead-letter copies, so narrow it"
-                ),
-            ));
-        }
+        dead_letter(site, d, &publish)?;
     }
     let drop_after_max_attempts = h.drop_after_max_attempts.unwrap_or(false);
     if h.dead_letter.is_none() && !drop_after_max_attempts {
@@ -223,37 +196,8 @@ pub(super) fn validate(
              or set drop_after_max_attempts = true to drop undeliverable messages",
         ));
     }
-    for name in &h.allow_headers {
-        if !crate::headers::is_nats(name) || crate::headers::is_wharf(name) {
-            return Err(site.err(
-                "allow_headers",
-                format!(
-                    "\"{name}\": only Nats-* headers need allowing, and Wharf-* ones cannot be"
-                ),
-            ));
-        }
-    }
-    let isolation = match h.isolation.as_deref() {
-        None | Some("fresh") => {
-            if h.reuse_deliveries.is_some() {
-                return Err(site.err(
-                    "reuse_deliveries",
-                    "only applies with isolation = \"reuse\"",
-                ));
-            }
-            Isolation::Fresh
-        }
-        Some("reuse") => match h.reuse_deliveries.unwrap_or(defaults::REUSE_DELIVERIES) {
-            0 => return Err(site.err("reuse_deliveries", "must be at least 1")),
-            n => Isolation::Reuse(n),
-        },
-        Some(other) => {
-            return Err(site.err(
-                "isolation",
-                format!("unknown value \"{other}\"; expected \"fresh\" or \"reuse\""),
-            ));
-        }
-    };
+    allow_headers(site, &h.allow_headers)?;
+    let isolation = isolation(site, h.isolation.as_deref(), h.reuse_deliveries)?;
     if h.fuel == Some(0) {
         return Err(site.err("fuel", "must be greater than zero when set"));
     }
@@ -325,6 +269,86 @@ impl HandlerConfig {
         }
         changed
     }
+}
+
+/// The backoff schedule: the defaults, or at least one valid delay.
+fn backoff(site: &Site<'_>, list: Option<&[String]>) -> Result<Vec<Duration>, ConfigError> {
+    match list {
+        None => Ok(defaults::BACKOFF.to_vec()),
+        Some([]) => Err(site.err(
+            "backoff",
+            "must list at least one delay, e.g. [\"1s\", \"10s\"]",
+        )),
+        Some(list) => list
+            .iter()
+            .map(|s| parse_duration(s).map_err(|e| site.err("backoff", e)))
+            .collect(),
+    }
+}
+
+/// The dead-letter subject: literal, not reserved, out of the allow-list's reach.
+fn dead_letter(site: &Site<'_>, d: &str, publish: &AllowList) -> Result<(), ConfigError> {
+    subject::validate(d, false).map_err(|e| site.err("dead_letter", e))?;
+    if d.starts_with('$') || d.starts_with("_INBOX") {
+        return Err(site.err(
+            "dead_letter",
+            format!("\"{d}\" is a reserved subject; use an ordinary one stored by a stream"),
+        ));
+    }
+    if publish.reaches(d) {
+        return Err(site.err(
+            "publish",
+            format!(
+                "the allow-list covers the handler's own dead-letter subject \"{d}\"; \
+                 a guest could forge dead-letter copies, so narrow it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `allow_headers` names only NATS headers, never Wharf's.
+fn allow_headers(site: &Site<'_>, names: &[String]) -> Result<(), ConfigError> {
+    for name in names {
+        if !crate::headers::is_nats(name) || crate::headers::is_wharf(name) {
+            return Err(site.err(
+                "allow_headers",
+                format!(
+                    "\"{name}\": only Nats-* headers need allowing, and Wharf-* ones cannot be"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `isolation` and `reuse_deliveries`, which only goes with "reuse".
+fn isolation(
+    site: &Site<'_>,
+    isolation: Option<&str>,
+    reuse_deliveries: Option<u32>,
+) -> Result<Isolation, ConfigError> {
+    Ok(match isolation {
+        None | Some("fresh") => {
+            if reuse_deliveries.is_some() {
+                return Err(site.err(
+                    "reuse_deliveries",
+                    "only applies with isolation = \"reuse\"",
+                ));
+            }
+            Isolation::Fresh
+        }
+        Some("reuse") => match reuse_deliveries.unwrap_or(defaults::REUSE_DELIVERIES) {
+            0 => return Err(site.err("reuse_deliveries", "must be at least 1")),
+            n => Isolation::Reuse(n),
+        },
+        Some(other) => {
+            return Err(site.err(
+                "isolation",
+                format!("unknown value \"{other}\"; expected \"fresh\" or \"reuse\""),
+            ));
+        }
+    })
 }
 
 /// Checks the handler's name before anything else refers to it.
