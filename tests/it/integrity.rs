@@ -213,7 +213,7 @@ async fn a_consumer_with_other_delivery_settings_is_refused_and_left_alone() {
         max_deliver: 20,
         backoff: vec![Duration::from_secs(1), Duration::from_secs(2)],
         headers_only: true,
-        filter_subjects: vec!["in.a".into(), "in.b".into()],
+        filter_subject: "in.b".into(),
         ..Default::default()
     };
     stream.create_consumer(conflicting).await.unwrap();
