@@ -187,3 +187,26 @@ fn start_clock(store: &mut Store<StoreState>) {
     let timeout = store.data().timeout;
     store.data_mut().deadline = Instant::now() + timeout;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_counts_every_memory_together() {
+        let mut limits = Limits {
+            cap: 100,
+            used: 0,
+            hit: None,
+            wanted: 0,
+        };
+        // Two memories of 40 bytes each fit; growing one by 30 more does not.
+        assert!(limits.memory_growing(0, 40, None).unwrap());
+        assert!(limits.memory_growing(0, 40, None).unwrap());
+        assert!(!limits.memory_growing(40, 70, None).unwrap());
+        assert_eq!((limits.hit, limits.wanted), (Some(Failure::Memory), 110));
+        // Growing one within what is left still works.
+        assert!(limits.memory_growing(40, 60, None).unwrap());
+        assert_eq!(limits.used, 100);
+    }
+}
