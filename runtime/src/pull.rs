@@ -203,12 +203,16 @@ impl Puller {
         // The server ends a pull when it expires. One that the consumer's
         // leader took down with it is never answered; the client would wait
         // several seconds more, so the host gives up on it sooner.
-        let deadline = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
+        let given_up = tokio::time::sleep(PULL_EXPIRES + PULL_GRACE);
+        tokio::pin!(given_up);
         loop {
-            let next = match tokio::time::timeout_at(deadline, batch.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(_) => {
+            let next = tokio::select! {
+                biased;
+                next = batch.next() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                _ = &mut given_up => {
                     failed = Some(Box::from(format!(
                         "the pull was not answered within {}",
                         humantime::format_duration(PULL_EXPIRES + PULL_GRACE)

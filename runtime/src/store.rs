@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub name: Arc<str>,
     pub values: Values,
     pub max_payload: MaxPayload,
+    /// The most bytes of headers the host adds to one output.
+    host_bytes: usize,
 }
 
 impl Shared {
@@ -88,6 +90,7 @@ impl Shared {
         Shared {
             name: Arc::from(handler.name.as_str()),
             values: Values::new(handler.values.clone()),
+            host_bytes: crate::host::publish::host_header_bytes(&handler),
             handler,
             max_payload,
         }
@@ -135,7 +138,11 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
             hit: None,
             wanted: 0,
         },
-        outbox: Outbox::new(handler.clone(), shared.max_payload.clone()),
+        outbox: Outbox::new(
+            handler.clone(),
+            shared.max_payload.clone(),
+            shared.host_bytes,
+        ),
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
         deadline: Instant::now() + timeout,

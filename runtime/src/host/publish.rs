@@ -41,7 +41,7 @@ pub(crate) fn wire_size(headers: &HeaderMap) -> usize {
 /// source trail and trace context. Counted against the outbox's byte limit
 /// and the server's `max_payload` when the guest publishes, so that an
 /// output accepted into the outbox is one the server can take.
-fn host_header_bytes(handler: &HandlerConfig) -> usize {
+pub(crate) fn host_header_bytes(handler: &HandlerConfig) -> usize {
     let mut h = HeaderMap::new();
     let id = headers::output_id(&handler.stream, &handler.consumer, u64::MAX, 99_999);
     h.insert(headers::MSG_ID, id.as_str());
@@ -81,9 +81,15 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(handler: Arc<HandlerConfig>, max_payload: MaxPayload) -> Outbox {
+    /// An empty outbox; `host_bytes` is `host_header_bytes(&handler)`,
+    /// computed once per handler rather than per delivery.
+    pub(crate) fn new(
+        handler: Arc<HandlerConfig>,
+        max_payload: MaxPayload,
+        host_bytes: usize,
+    ) -> Outbox {
         Outbox {
-            host_bytes: host_header_bytes(&handler),
+            host_bytes,
             handler,
             max_payload,
             entries: Vec::new(),
@@ -208,7 +214,9 @@ mod tests {
             ),
         )
         .unwrap();
-        Outbox::new(Arc::new(config.handlers[0].clone()), MaxPayload::default())
+        let handler = Arc::new(config.handlers[0].clone());
+        let host_bytes = host_header_bytes(&handler);
+        Outbox::new(handler, MaxPayload::default(), host_bytes)
     }
 
     fn header(name: &str, values: &[&str]) -> Header {
