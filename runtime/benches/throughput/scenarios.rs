@@ -1,0 +1,151 @@
+//! The scenarios: which guest, which payload, and the stream each run drains.
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Guest {
+    /// The SDK's minimal handler.
+    Noop,
+    /// The same on the SDK without Rust's standard library: a component
+    /// that imports nothing, to show what the standard library's WASI
+    /// imports cost per instance.
+    NoopNoStd,
+    Json,
+    /// A Python handler that does nothing (CPython in every instance).
+    Python,
+    /// A JavaScript handler that does nothing (SpiderMonkey in every instance).
+    JavaScript,
+}
+
+impl Guest {
+    pub(crate) fn wasm(self) -> &'static str {
+        match self {
+            Guest::Noop => "noop",
+            Guest::NoopNoStd => "noop-no-std",
+            Guest::Json => "json-republish",
+            Guest::Python => "noop-py",
+            Guest::JavaScript => "noop-js",
+        }
+    }
+
+    /// The component: the Rust guests from `guests/`, the others built with
+    /// their language's build script, once per run.
+    pub(crate) fn component(self) -> std::path::PathBuf {
+        let (script, entry) = match self {
+            Guest::Python => (
+                "build-python-handler.sh",
+                "guests/fixtures/noop-py/handler.py",
+            ),
+            Guest::JavaScript => ("build-js-handler.sh", "guests/fixtures/noop-js/handler.js"),
+            _ => return support::wasm(self.wasm()),
+        };
+        let root = support::root();
+        let out = root
+            .join("guests/target/fixtures")
+            .join(format!("{}.wasm", self.wasm()));
+        if !out.exists() {
+            let status = std::process::Command::new(root.join("scripts").join(script))
+                .arg(root.join(entry))
+                .arg(&out)
+                .status()
+                .expect("running a build script");
+            assert!(status.success(), "building {entry} failed");
+        }
+        out
+    }
+
+    /// Interpreters need more room per instance, and run fewer messages a second.
+    pub(crate) fn large(self) -> bool {
+        matches!(self, Guest::Python | Guest::JavaScript)
+    }
+}
+
+pub(crate) struct Scenario {
+    pub(crate) name: String,
+    pub(crate) guest: Guest,
+    pub(crate) payload: usize,
+    /// Both sides wait for the server to confirm each ack.
+    pub(crate) double_ack: bool,
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct Run {
+    pub(crate) msgs_per_sec: f64,
+    pub(crate) cpu_us_per_msg: f64,
+    /// nats-server's CPU over the same window, per message.
+    pub(crate) server_cpu_us_per_msg: f64,
+    pub(crate) peak_rss_kib: u64,
+}
+
+pub(crate) fn payload(scenario: &Scenario, i: u64) -> Vec<u8> {
+    let body = json!({"id": i, "pad": ""}).to_string();
+    let pad = scenario.payload.saturating_sub(body.len());
+    json!({"id": i, "pad": "x".repeat(pad)})
+        .to_string()
+        .into_bytes()
+}
+
+/// A fresh stream for one run, pre-filled with `n` messages.
+pub(crate) async fn prefill(
+    js: &jetstream::Context,
+    scenario: &Scenario,
+    n: u64,
+    run: u32,
+) -> anyhow::Result<String> {
+    let name = format!("BENCH_{run}");
+    let subject = format!("bench.in.{run}");
+    js.create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await?;
+    let mut acks = Vec::with_capacity(1000);
+    for i in 0..n {
+        acks.push(
+            js.publish(subject.clone(), payload(scenario, i).into())
+                .await?,
+        );
+        if acks.len() == 1000 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    Ok(name)
+}
+
+pub(crate) fn wharf_config(
+    server: &NatsServer,
+    stream: &str,
+    guest: Guest,
+    concurrency: usize,
+    extra: &str,
+) -> Config {
+    let text = format!(
+        r#"
+[nats]
+url = "{url}"
+
+[[handler]]
+name = "bench"
+component = "{component}"
+stream = "{stream}"
+consumer = "wharf"
+concurrency = {concurrency}
+prefetch = {concurrency}
+timeout = "30s"
+memory = "{memory}"
+dead_letter = "bench.dlq"
+publish = ["bench.out"]
+{extra}
+"#,
+        url = server.url(),
+        component = guest.component().display(),
+        memory = if guest.large() { "128MiB" } else { "64MiB" },
+    );
+    Config::parse(Path::new("bench.toml"), &text).expect("bench config is valid")
+}
