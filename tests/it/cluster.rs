@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::{HeaderMap, ServerAddr};
-use futures::StreamExt;
 use time::OffsetDateTime;
 use wharf::server::NatsCluster;
 
@@ -93,38 +92,6 @@ async fn wait_past(js: &jetstream::Context, stream: &str, n: u64) {
         try_count(js, stream).await.is_some_and(|c| c > n)
     })
     .await;
-}
-
-/// Every message of a stream with the time JetStream stored it, in order.
-async fn stored(js: &jetstream::Context, stream: &str) -> Vec<(Stored, OffsetDateTime)> {
-    let mut s = js.get_stream(stream).await.expect("stream exists");
-    let total = s.info().await.expect("stream info").state.messages;
-    let mut out = Vec::new();
-    if total == 0 {
-        return out;
-    }
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
-    let mut msgs = consumer.messages().await.expect("ordered messages");
-    while (out.len() as u64) < total {
-        let m = msgs
-            .next()
-            .await
-            .expect("stream ended")
-            .expect("ordered message");
-        let at = m.info().expect("JetStream metadata").published;
-        out.push((
-            Stored {
-                subject: m.subject.to_string(),
-                payload: m.payload.clone(),
-                headers: m.headers.clone().unwrap_or_default(),
-            },
-            at,
-        ));
-    }
-    out
 }
 
 /// The node leading the test handler's consumer, once it has a leader.
@@ -253,8 +220,8 @@ async fn killing_a_host_and_the_consumer_leader_node_loses_and_duplicates_nothin
         assert_eq!(host.wait().await, Some(0), "a host failed to drain");
     }
 
-    let outputs = stored(&js, "OUT").await;
-    let times: Vec<OffsetDateTime> = outputs.iter().map(|(_, at)| *at).collect();
+    let outputs = messages(&js, "OUT").await;
+    let times: Vec<OffsetDateTime> = outputs.iter().map(|m| m.published).collect();
     eprintln!(
         "cluster: killed node {} (it led {}); {} led the consumer {elected_after:?} later; \
          outputs stalled at most {:?} after the kill (at most {:?} over the whole run); \
@@ -272,7 +239,7 @@ async fn killing_a_host_and_the_consumer_leader_node_loses_and_duplicates_nothin
     assert_eq!(inputs.len(), N, "a retried publish was stored twice");
     let mut sources: BTreeMap<u64, usize> = BTreeMap::new();
     let mut ends: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
-    for (m, _) in &outputs {
+    for m in &outputs {
         let seq = header(m, "Wharf-Source-Sequence").expect("an output names its source");
         *sources.entry(seq.parse().unwrap()).or_default() += 1;
         let id = String::from_utf8_lossy(&m.payload).into_owned();

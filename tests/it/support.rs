@@ -386,6 +386,8 @@ pub struct Stored {
     pub subject: String,
     pub payload: bytes::Bytes,
     pub headers: HeaderMap,
+    /// When JetStream stored it.
+    pub published: time::OffsetDateTime,
 }
 
 /// Every message a stream holds, in order, read through an ordered consumer
@@ -409,10 +411,12 @@ pub async fn messages(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
             .await
             .expect("stream ended")
             .expect("ordered message");
+        let published = m.info().expect("JetStream metadata").published;
         out.push(Stored {
             subject: m.subject.to_string(),
             payload: m.payload.clone(),
             headers: m.headers.clone().unwrap_or_default(),
+            published,
         });
     }
     out
