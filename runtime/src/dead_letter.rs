@@ -35,7 +35,15 @@ pub(crate) fn copy_headers(
     room: Option<usize>,
 ) -> HeaderMap {
     let text = clean_reason(reason.text);
-    let full = build(original, source, reason, &text);
+    // One time for every try below: its length varies with the fraction of
+    // the second, and the tries must measure the same headers.
+    let failed_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let build = |original: Option<&HeaderMap>, text: &str| {
+        build(original, source, reason, text, &failed_at)
+    };
+    let full = build(original, &text);
     let Some(room) = room else { return full };
     if wire_size(&full) <= room {
         return full;
@@ -44,18 +52,18 @@ pub(crate) fn copy_headers(
         let left = room.saturating_sub(wire_size(base));
         crate::text::head(&text, left, "...")
     };
-    let without_reason = build(original, source, reason, "");
+    let without_reason = build(original, "");
     if wire_size(&without_reason) < room {
-        return build(original, source, reason, &cut(&without_reason));
+        return build(original, &cut(&without_reason));
     }
     let dropped = original.map_or(0, |o| o.iter().map(|(_, v)| v.len()).sum::<usize>());
-    let mut bare = build(None, source, reason, "");
+    let mut bare = build(None, "");
     bare.insert(
         headers::ORIGINAL_HEADERS_DROPPED,
         dropped.to_string().as_str(),
     );
     let text = cut(&bare);
-    let mut bare = build(None, source, reason, &text);
+    let mut bare = build(None, &text);
     bare.insert(
         headers::ORIGINAL_HEADERS_DROPPED,
         dropped.to_string().as_str(),
@@ -68,6 +76,7 @@ fn build(
     source: &Source,
     reason: &Reason<'_>,
     text: &str,
+    failed_at: &str,
 ) -> HeaderMap {
     let mut out = HeaderMap::new();
     if let Some(original) = original {
@@ -96,10 +105,7 @@ fn build(
         source.stream_sequence.to_string().as_str(),
     );
     out.insert(headers::DELIVERIES, reason.deliveries.to_string().as_str());
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    out.insert(headers::FAILED_AT, now.as_str());
+    out.insert(headers::FAILED_AT, failed_at);
     out
 }
 
