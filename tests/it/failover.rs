@@ -99,7 +99,8 @@ async fn an_output_stream_outage_is_logged_once_not_per_message() {
         .iter()
         .filter(|l| l.contains("outputs not confirmed"))
         .count();
-    assert_eq!(errors, 1, "one line for the outage, not one per try");
+    // One line per 10 s interval: one, or two on a slow machine, never one per try.
+    assert!((1..=2).contains(&errors), "{errors} lines for the outage");
     stream(&js, "OUT", &["out.>"]).await;
     wait_drained(&js, "IN", "test").await;
     assert_eq!(count(&js, "OUT").await, 40);

@@ -40,6 +40,20 @@ async fn metrics_agree_with_the_books() {
     let port = free_port();
     let host = Host::start(with_metrics(&server, port, ""));
     wait_drained(&js, "IN", "test").await;
+    // A delivery is recorded just after its ack: wait for the last record.
+    let settled = |m: &str, how: &str| {
+        sample(
+            m,
+            "wharf_deliveries_total",
+            &[("handler", "test"), ("settlement", how)],
+        )
+        .unwrap_or(0.0)
+    };
+    eventually("every settled delivery is recorded", || async {
+        let m = scrape(port).await;
+        settled(&m, "acked") + settled(&m, "dead_lettered") >= 15.0
+    })
+    .await;
     let metrics = scrape(port).await;
     host.stop().await.unwrap();
     let handler = [("handler", "test"), ("stream", "IN"), ("consumer", "test")];
