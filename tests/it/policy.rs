@@ -283,17 +283,15 @@ async fn guests_cannot_forge_ids_or_overload_the_host_through_publish() {
     host.stop().await.unwrap();
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 3, "{dls:?}");
-    assert!(
-        reason(&dls[0]).contains("the host's"),
-        "{}",
-        reason(&dls[0])
+    // The three run at once: their copies land in any order.
+    let with = |needle: &str| dls.iter().filter(|d| reason(d).contains(needle)).count();
+    assert_eq!(with("the host's"), 1, "{dls:?}");
+    assert_eq!(with("longer than"), 1, "{dls:?}");
+    assert_eq!(
+        dls.iter().filter(|d| kind(d) == "trap").count(),
+        1,
+        "{dls:?}"
     );
-    assert!(
-        reason(&dls[1]).contains("longer than"),
-        "{}",
-        reason(&dls[1])
-    );
-    assert_eq!(kind(&dls[2]), "trap", "{}", reason(&dls[2]));
     assert_eq!(
         count(&js, "OUT").await,
         1,
