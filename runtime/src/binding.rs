@@ -38,14 +38,6 @@ impl BindError {
     }
 }
 
-impl std::fmt::Display for BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BindError::Config(e) | BindError::Unavailable(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
 /// The consumer settings Wharf needs for `handler`.
 pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
     pull::Config {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::headers;
 use crate::host::publish::wire_size;
-use crate::outbox::{FlushError, Source, classify, resolve};
+use crate::outbox::{FlushError, Source, classify};
 use crate::settle::DeadLetterKind;
 
 /// Longest reason text stored in `Wharf-Reason`.
@@ -115,8 +115,8 @@ pub(crate) fn clean_reason(text: &str) -> String {
 }
 
 /// Publishes the copy and waits for JetStream to confirm it. A copy the
-/// server refuses (too large for the stream, no stream stores the subject)
-/// is told apart from an outage, as for outputs.
+/// stream refuses (too large for it, say) is told apart from an outage, as
+/// for outputs; a missing dead-letter stream is an outage.
 pub(crate) async fn publish(
     js: &jetstream::Context,
     subject: &str,
@@ -124,22 +124,19 @@ pub(crate) async fn publish(
     payload: Bytes,
 ) -> Result<(), FlushError> {
     let what = format!("dead-letter copy to \"{subject}\"");
-    let sent = js
+    // The dead-letter subject was checked at start-up: a missing stream is an outage.
+    let configured = |_: &str| true;
+    let failed = match js
         .publish_with_headers(subject.to_string(), headers, payload)
         .await
-        .map_err(|e| classify(&what, subject, e));
-    let confirmed = match sent {
-        Ok(ack) => ack
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(&what, subject, e)),
-        Err(e) => Err(e),
+    {
+        Ok(ack) => match ack.await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        },
+        Err(e) => e,
     };
-    match confirmed {
-        Ok(()) => Ok(()),
-        // The dead-letter subject was checked at start-up: a missing stream is an outage.
-        Err(e) => Err(resolve(js, e, |_| true).await),
-    }
+    Err(classify(js, &what, subject, failed, &configured).await)
 }
 
 #[cfg(test)]

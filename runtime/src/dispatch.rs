@@ -316,9 +316,9 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes the outputs; a "no stream answered" is resolved into
-    /// refused (no stream stores a subject only a wildcard allowed) or
-    /// unavailable (a subject the config names, or a stream that exists).
+    /// Publishes the outputs not confirmed yet; a subject only a wildcard
+    /// allowed and no stream stores is the output's failure, a subject the
+    /// config names is the host's.
     async fn flush(
         &self,
         handler: &HandlerConfig,
@@ -328,7 +328,7 @@ impl Dispatcher {
         first_try: bool,
     ) -> Result<(), FlushError> {
         let configured = |s: &str| handler.publish.literals().any(|l| l == s);
-        let flushed = outbox::flush(
+        outbox::flush(
             &self.js,
             &self.streams,
             source,
@@ -337,11 +337,7 @@ impl Dispatcher {
             first_try,
             configured,
         )
-        .await;
-        match flushed {
-            Ok(()) => Ok(()),
-            Err(e) => Err(outbox::resolve(&self.js, e, configured).await),
-        }
+        .await
     }
 
     /// Stores the message's dead-letter copy.
@@ -446,7 +442,10 @@ async fn drop_message(
     );
     match lease.term().await {
         Ok(()) => (Settled::Dropped, Some(reason)),
-        Err(_) => (Settled::Abandoned, None),
+        Err(e) => {
+            warn!(error = %e, "term failed; ack_wait will redeliver the message");
+            (Settled::Abandoned, None)
+        }
     }
 }
 

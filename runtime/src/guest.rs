@@ -129,7 +129,7 @@ impl Guest {
             let instance = match instance {
                 Some(i) => i,
                 None => {
-                    let i = self.pre.instantiate_async(&mut store).await?;
+                    let i = self.instantiate(&mut store).await?;
                     instantiate = started.elapsed();
                     i
                 }
@@ -194,6 +194,31 @@ impl Guest {
             outcome,
             outputs,
             times: Some(times),
+        }
+    }
+
+    /// A new instance in `store`. The pool can be full for a moment (while a
+    /// reload's old version still holds idle instances, say): that is the
+    /// host's, not the guest's, so the host tries again with a new Store
+    /// until the delivery's deadline, which the caller enforces. A guest that
+    /// traps or hits a limit while it starts fails at once.
+    async fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Handler> {
+        loop {
+            match self.pre.instantiate_async(&mut *store).await {
+                Ok(instance) => return Ok(instance),
+                Err(e)
+                    if e.downcast_ref::<Trap>().is_some() || store.data().limits.hit.is_some() =>
+                {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no instance could be created; trying again");
+                    tokio::time::sleep(EPOCH_TICK).await;
+                    let deadline = store.data().deadline();
+                    *store = new_store(&self.engine, &self.shared);
+                    store.data_mut().set_deadline(deadline);
+                }
+            }
         }
     }
 

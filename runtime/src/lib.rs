@@ -270,8 +270,8 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         let handler = loaded.guest.handler();
         let mut delay = Duration::from_millis(100);
         loop {
-            let bound = match binding::subjects(&js, handler).await {
-                Ok(()) => binding::consumer(&js, handler, Seen::First)
+            let bound = match binding::subjects(&api, handler).await {
+                Ok(()) => binding::consumer(&api, handler, Seen::First)
                     .await
                     .map(|_| ()),
                 Err(e) => Err(e),

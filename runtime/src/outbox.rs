@@ -80,18 +80,7 @@ pub(crate) async fn flush(
         let stream = match streams.lookup(js, &out.subject).await {
             Ok(Some(stream)) => stream,
             Ok(None) => {
-                let why = format!(
-                    "{}: no stream stores subject \"{}\"",
-                    what(index, out),
-                    out.subject
-                );
-                // A subject the config names was checked at start-up: its
-                // stream missing now is an outage for the operator to fix.
-                not_sent = Some(if configured(&out.subject) {
-                    FlushError::Unavailable(anyhow::anyhow!(why))
-                } else {
-                    FlushError::Refused(why)
-                });
+                not_sent = Some(no_stream(&what(index, out), &out.subject, &configured));
                 break;
             }
             Err(e) => {
@@ -106,12 +95,14 @@ pub(crate) async fn flush(
         {
             Ok(ack) => acks.push((index, stream, ack)),
             Err(e) => {
-                not_sent = Some(classify(&what(index, out), &out.subject, e));
+                not_sent =
+                    Some(classify(js, &what(index, out), &out.subject, e, &configured).await);
                 break;
             }
         }
     }
     let mut refused = None;
+    let mut unavailable = None;
     for (index, stream, ack) in acks {
         let out = &entries[index];
         match ack.await {
@@ -136,18 +127,19 @@ pub(crate) async fn flush(
                     debug!(index, subject = %out.subject, "output already stored (deduplicated)");
                 }
             }
-            Err(e) => match classify(&what(index, out), &out.subject, e) {
-                // Every PubAck is awaited before deciding, so that a refusal
-                // is told apart from an outage in the same flush.
-                FlushError::Refused(why) => refused = refused.or(Some(why)),
-                FlushError::Unavailable(e) => {
-                    streams.forget(&out.subject);
-                    return Err(FlushError::Unavailable(e));
+            // Every PubAck is awaited before deciding: the outputs after a
+            // failed one may be stored, and count as confirmed next time;
+            // and a refusal is told apart from an outage in the same flush.
+            Err(e) => {
+                streams.forget(&out.subject);
+                match classify(js, &what(index, out), &out.subject, e, &configured).await {
+                    FlushError::Refused(why) => refused = refused.or(Some(why)),
+                    outage => unavailable = unavailable.or(Some(outage)),
                 }
-            },
+            }
         }
     }
-    match (refused, not_sent) {
+    match (refused, unavailable.or(not_sent)) {
         (Some(why), _) => Err(FlushError::Refused(why)),
         (None, Some(e)) => Err(e),
         (None, None) => Ok(()),
@@ -234,15 +226,17 @@ impl StreamCache {
     }
 }
 
-/// Sorts a failed publish of `what` into refused (the message's fault) and unavailable
-/// (the host's). "No responders" is both a subject no stream stores and a
-/// stream electing a leader; `resolve` tells them apart later.
-pub(crate) fn classify(
+/// Sorts a failed publish of `what` into refused (the message's fault) and
+/// unavailable (the host's). "No responders" is both a subject no stream
+/// stores and a stream electing a leader: JetStream's metadata tells them
+/// apart.
+pub(crate) async fn classify(
+    js: &jetstream::Context,
     what: &str,
     subject: &str,
     e: jetstream::context::PublishError,
+    configured: &impl Fn(&str) -> bool,
 ) -> FlushError {
-    let what = what.to_string();
     match e.kind() {
         PublishErrorKind::MaxPayloadExceeded
         | PublishErrorKind::WrongLastMessageId
@@ -251,45 +245,29 @@ pub(crate) fn classify(
             Some(api) if (400..500).contains(&api.code()) || stream_limit(api) => {
                 FlushError::Refused(format!("{what}: refused by JetStream: {api}"))
             }
-            _ => FlushError::Unavailable(anyhow::Error::new(e).context(what)),
+            _ => FlushError::Unavailable(anyhow::Error::new(e).context(what.to_string())),
         },
-        PublishErrorKind::StreamNotFound => {
-            FlushError::Unavailable(anyhow::Error::new(NoStream(subject.to_string())).context(what))
-        }
-        _ => FlushError::Unavailable(anyhow::Error::new(e).context(what)),
+        PublishErrorKind::StreamNotFound => match crate::binding::stored_by(js, subject).await {
+            Ok(None) => no_stream(what, subject, configured),
+            _ => FlushError::Unavailable(anyhow::anyhow!(
+                "{what}: no stream answered for subject \"{subject}\" (its leader is being \
+                 elected, or it is offline)"
+            )),
+        },
+        _ => FlushError::Unavailable(anyhow::Error::new(e).context(what.to_string())),
     }
 }
 
-/// A publish that no stream answered.
-#[derive(Debug, thiserror::Error)]
-#[error("no stream answered for subject \"{0}\" (none stores it, or its leader is being elected)")]
-pub(crate) struct NoStream(pub String);
-
-/// Decides whether "no stream answered" means that no stream stores the
-/// subject (the guest's output has nowhere to go: refused) or that its
-/// stream is there but did not answer (a leader election, an offline
-/// replica: unavailable). Asks JetStream's metadata leader. A subject the
-/// configuration names literally was checked at start-up: its stream
-/// missing now is an outage for the operator to fix, never the guest's fault.
-pub(crate) async fn resolve(
-    js: &jetstream::Context,
-    error: FlushError,
-    configured: impl Fn(&str) -> bool,
-) -> FlushError {
-    let FlushError::Unavailable(e) = error else {
-        return error;
-    };
-    let Some(NoStream(subject)) = e.downcast_ref::<NoStream>() else {
-        return FlushError::Unavailable(e);
-    };
+/// No stream stores `subject`. A subject the config names literally was
+/// checked at start-up: its stream missing now is an outage for the
+/// operator to fix, never the guest's fault. Any other subject has nowhere
+/// to go: the output is refused.
+fn no_stream(what: &str, subject: &str, configured: &impl Fn(&str) -> bool) -> FlushError {
+    let why = format!("{what}: no stream stores subject \"{subject}\"");
     if configured(subject) {
-        return FlushError::Unavailable(e);
-    }
-    match js.stream_by_subject(subject.clone()).await {
-        Err(lookup) if lookup.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
-            FlushError::Refused(format!("{e:#}: no stream stores subject \"{subject}\""))
-        }
-        _ => FlushError::Unavailable(e),
+        FlushError::Unavailable(anyhow::anyhow!(why))
+    } else {
+        FlushError::Refused(why)
     }
 }
 

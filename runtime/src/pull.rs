@@ -252,9 +252,12 @@ impl Puller {
     async fn drain(&self, workers: TaskTracker, abort: CancellationToken, drain_timeout: Duration) {
         // Workers take nothing new once `stop` has fired.
         self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + drain_timeout;
         // A hand-back counts as a delivery: a message waiting on its final
         // attempt would come back past it, and be dead-lettered without
-        // ever running. Such messages run now, within the drain.
+        // ever running. Such messages run within the drain, once the
+        // running deliveries are done (so no more instances run at once
+        // than `concurrency`); the others go back at once.
         let max = self.dispatcher.current().guest.handler().max_attempts;
         let (last, others): (Vec<Waiting>, Vec<Waiting>) =
             self.line.take_all().into_iter().partition(|w| {
@@ -263,11 +266,6 @@ impl Puller {
                     .info()
                     .is_ok_and(|i| i.delivered >= i64::from(max))
             });
-        for waiting in last {
-            let (dispatcher, status, abort) =
-                (self.dispatcher.clone(), self.status.clone(), abort.clone());
-            workers.spawn(async move { line::run(&dispatcher, &status, waiting, &abort).await });
-        }
         let mut settled = bounded(async {
             for w in others {
                 w.lease.hand_back().await;
@@ -279,10 +277,42 @@ impl Puller {
             info!(handler = %self.handler.name, in_flight, "draining in-flight deliveries");
         }
         workers.close();
-        if tokio::time::timeout(drain_timeout, workers.wait())
+        let mut drained = tokio::time::timeout_at(deadline, workers.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if drained {
+            let finals = TaskTracker::new();
+            let slots = Arc::new(Semaphore::new(self.handler.concurrency));
+            for waiting in last {
+                let (dispatcher, status, abort, slots) = (
+                    self.dispatcher.clone(),
+                    self.status.clone(),
+                    abort.clone(),
+                    slots.clone(),
+                );
+                finals.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    line::run(&dispatcher, &status, waiting, &abort).await
+                });
+            }
+            finals.close();
+            drained = tokio::time::timeout_at(deadline, finals.wait())
+                .await
+                .is_ok();
+            if !drained {
+                abort.cancel();
+                settled &= bounded(finals.wait()).await;
+            }
+        } else {
+            // Out of time: what waits for its final attempt goes back too.
+            settled &= bounded(async {
+                for w in last {
+                    w.lease.hand_back().await;
+                }
+            })
+            .await;
+        }
+        if !drained {
             warn!(handler = %self.handler.name, remaining = self.line.running(), "drain timeout; handing the rest back");
             abort.cancel();
             settled &= bounded(workers.wait()).await;

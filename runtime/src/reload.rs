@@ -126,7 +126,6 @@ impl Reloader {
             let settings_changed = n != o;
             let was = loaded[i];
             let version = tokio::task::spawn_blocking(move || {
-                let running = running;
                 loader.reload(&h, &running.guest, was, settings_changed)
             })
             .await??;

@@ -4,8 +4,6 @@
 //! (`trace_id`, `span_id`, `parent_span_id`), so logs can be joined to
 //! traces; with the `otlp` feature the span is also exported.
 
-use std::fmt;
-
 /// A trace id and a span id, as in a `traceparent` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpanContext {
@@ -79,12 +77,6 @@ impl SpanContext {
 
     pub(crate) fn span_hex(&self) -> String {
         hex(&self.span_id)
-    }
-}
-
-impl fmt::Display for SpanContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.traceparent())
     }
 }
 
