@@ -84,7 +84,7 @@ pub fn overlap(a: &str, b: &str) -> bool {
 const FORBIDDEN_ROOTS: [&str; 4] = ["$JS", "$JSC", "$SYS", "$NRG"];
 
 /// Whether the subject lives in a reserved namespace that a wildcard must not reach.
-fn is_reserved(subject: &str) -> bool {
+pub(crate) fn is_reserved(subject: &str) -> bool {
     let root = subject.split('.').next().unwrap_or_default();
     root.starts_with('$') || root.starts_with("_INBOX")
 }

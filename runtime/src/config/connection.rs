@@ -54,8 +54,7 @@ impl Connection {
 
     /// File paths resolved against `base` (the config file's directory).
     pub(super) fn resolved(self, base: &Path) -> Connection {
-        let resolve =
-            |p: Option<PathBuf>| p.map(|p| if p.is_absolute() { p } else { base.join(p) });
+        let resolve = |p: Option<PathBuf>| p.map(|p| super::resolve_path(base, p));
         Connection {
             credentials: resolve(self.credentials),
             tls_ca: resolve(self.tls_ca),

@@ -289,7 +289,7 @@ fn backoff(site: &Site<'_>, list: Option<&[String]>) -> Result<Vec<Duration>, Co
 /// The dead-letter subject: literal, not reserved, out of the allow-list's reach.
 fn dead_letter(site: &Site<'_>, d: &str, publish: &AllowList) -> Result<(), ConfigError> {
     subject::validate(d, false).map_err(|e| site.err("dead_letter", e))?;
-    if d.starts_with('$') || d.starts_with("_INBOX") {
+    if subject::is_reserved(d) {
         return Err(site.err(
             "dead_letter",
             format!("\"{d}\" is a reserved subject; use an ordinary one stored by a stream"),

@@ -307,6 +307,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("wharf"))
 }
 
+/// A path from the config file, taken relative to the file's directory.
 fn resolve_path(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
