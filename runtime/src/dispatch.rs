@@ -135,7 +135,11 @@ impl Dispatcher {
     /// Makes `guest` (a new component, new per-delivery settings, or both)
     /// the version new deliveries use.
     pub(crate) fn swap(&self, guest: Guest) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Version::new(guest));
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(Version::new(guest)),
+        );
+        old.guest.retire();
     }
 
     /// Runs one delivery to its settlement.
@@ -377,8 +381,9 @@ impl Dispatcher {
 struct Held<'a> {
     /// In the handler's held gauge.
     _counted: Option<crate::telemetry::Hold<'a>>,
-    /// In the handler's stalls: an outage pauses its pulls. A copy the
-    /// server refuses (too large for the stream, say) holds only its message.
+    /// In the handler's stalls while the latest failure is an outage: it
+    /// pauses the handler's pulls. A copy the server refuses (too large for
+    /// the stream, say) holds only its message, even after an outage.
     _stalled: Option<StallGuard<'a>>,
 }
 
@@ -389,6 +394,8 @@ impl<'a> Held<'a> {
         if matches!(e, FlushError::Unavailable(_)) {
             self._stalled
                 .get_or_insert_with(|| dispatcher.stalls.enter());
+        } else {
+            self._stalled = None;
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `handle`, the guest's output, and what the delivery produced. Only this
 //! module creates Stores.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ pub(crate) struct Guest {
     shared: Shared,
     /// Idle instances for `isolation = "reuse"`; each serves one delivery at a time.
     idle: Mutex<Vec<Idle>>,
+    /// Replaced by a reload: its instances are not kept for reuse, so that
+    /// they give their places in the pool back to the new version's.
+    retired: AtomicBool,
 }
 
 /// An instance waiting for its next delivery in reuse mode.
@@ -55,7 +59,19 @@ impl Guest {
             pre,
             shared,
             idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Stops keeping instances for reuse and drops the idle ones: a reload
+    /// replaced this version, and the new one needs their places in the pool.
+    pub(crate) fn retire(&self) {
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            self.retired.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *idle)
+        };
+        drop(idle);
     }
 
     /// The same compiled component with other per-delivery settings.
@@ -76,9 +92,7 @@ impl Guest {
     /// start-up one that cannot start within the handler's limits.
     pub(crate) async fn probe(&self) -> anyhow::Result<()> {
         let mut store = new_store(&self.engine, &self.shared);
-        let deadline = store.data().deadline() + 2 * EPOCH_TICK;
-        let started =
-            tokio::time::timeout_at(deadline.into(), self.pre.instantiate_async(&mut store)).await;
+        let started = self.instantiate(&mut store).await;
         let handler = &self.shared.handler;
         let limits = &store.data().limits;
         let timeout = || {
@@ -120,24 +134,27 @@ impl Guest {
             }
             None => (new_store(&self.engine, &self.shared), None, 0),
         };
-        // The epoch deadline stops a guest that runs code; this stops one
-        // blocked in a host call (a WASI sleep, a poll) at the same time.
-        let deadline = store.data().deadline() + 2 * EPOCH_TICK;
         let started = Instant::now();
         let mut instantiate = Duration::ZERO;
         let call = async {
             let instance = match instance {
                 Some(i) => i,
-                None => {
-                    let i = self.instantiate(&mut store).await?;
-                    instantiate = started.elapsed();
-                    i
-                }
+                None => match self.instantiate(&mut store).await? {
+                    Ok(i) => {
+                        instantiate = started.elapsed();
+                        i
+                    }
+                    Err(e) => return Ok(Err(e)),
+                },
             };
-            let result = instance.call_handle(&mut store, message).await;
-            result.map(|r| (r, instance))
+            let deadline = outer_deadline(&store);
+            let result =
+                tokio::time::timeout_at(deadline, instance.call_handle(&mut store, message))
+                    .await
+                    .map_err(|_| Blocked)?;
+            Ok(result.map(|r| (r, instance)))
         };
-        let result = tokio::time::timeout_at(deadline.into(), call).await;
+        let result: Result<_, Blocked> = call.await;
         let times = RunTimes {
             instantiate,
             total: started.elapsed(),
@@ -181,14 +198,14 @@ impl Guest {
         if let (Isolation::Reuse(limit), Some(instance)) = (handler.isolation, instance)
             && uses + 1 < limit
         {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Idle {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.retired.load(Ordering::Relaxed) {
+                idle.push(Idle {
                     store,
                     instance,
                     uses: uses + 1,
                 });
+            }
         }
         Ran {
             outcome,
@@ -197,27 +214,33 @@ impl Guest {
         }
     }
 
-    /// A new instance in `store`. The pool can be full for a moment (while a
-    /// reload's old version still holds idle instances, say): that is the
-    /// host's, not the guest's, so the host tries again with a new Store
-    /// until the delivery's deadline, which the caller enforces. A guest that
-    /// traps or hits a limit while it starts fails at once.
-    async fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Handler> {
+    /// A new instance in `store`. The instance pool holds a place for every
+    /// delivery that can run at once and a margin, so it is full only for a
+    /// moment (a reload's probe beside a full line, say): that is the host's
+    /// condition, not the guest's, and the host waits for a place with a new
+    /// Store and deadline each time, under the message's lease. A guest that
+    /// traps, hits a limit or blocks while it starts fails at once.
+    async fn instantiate(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> Result<wasmtime::Result<Handler>, Blocked> {
+        let mut waited = false;
         loop {
-            match self.pre.instantiate_async(&mut *store).await {
-                Ok(instance) => return Ok(instance),
-                Err(e)
-                    if e.downcast_ref::<Trap>().is_some() || store.data().limits.hit.is_some() =>
-                {
-                    return Err(e);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "no instance could be created; trying again");
+            let deadline = outer_deadline(store);
+            let started =
+                tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut *store))
+                    .await
+                    .map_err(|_| Blocked)?;
+            match started {
+                Err(e) if pool_full(&e) => {
+                    if !waited {
+                        warn!(handler = %self.shared.name, error = %e, "the instance pool is full; waiting for a place");
+                        waited = true;
+                    }
                     tokio::time::sleep(EPOCH_TICK).await;
-                    let deadline = store.data().deadline();
                     *store = new_store(&self.engine, &self.shared);
-                    store.data_mut().set_deadline(deadline);
                 }
+                started => return Ok(started),
             }
         }
     }
@@ -247,6 +270,21 @@ impl Guest {
         let n = n.max(1);
         Ok((instantiate / n, call / n))
     }
+}
+
+/// A delivery's guest ran past its deadline while blocked in a host call.
+pub(crate) struct Blocked;
+
+/// The epoch deadline stops a guest that runs code; a timer at this instant
+/// also stops one blocked in a host call (a WASI sleep, a poll).
+fn outer_deadline(store: &Store<StoreState>) -> tokio::time::Instant {
+    (store.data().deadline() + 2 * EPOCH_TICK).into()
+}
+
+/// Whether instantiation failed only because the instance pool had no place.
+fn pool_full(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
 }
 
 /// The error for a `memory` setting below what the component needs to start.
@@ -326,6 +364,28 @@ fn log_output(handler: &str, output: &Output, log_dropped: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full pool is told from every other failure to instantiate, so that
+    /// only it is waited out.
+    #[test]
+    fn a_full_pool_is_recognised() {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(1);
+        let mut config = wasmtime::Config::new();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        // The smallest component: the preamble and nothing else.
+        let component =
+            wasmtime::component::Component::new(&engine, b"\0asm\x0d\x00\x01\x00").unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut first = Store::new(&engine, ());
+        let _held = linker.instantiate(&mut first, &component).unwrap();
+        let mut second = Store::new(&engine, ());
+        let err = linker.instantiate(&mut second, &component).err().unwrap();
+        assert!(pool_full(&err), "{err:#}");
+        let other = wasmtime::Error::msg("something else");
+        assert!(!pool_full(&other));
+    }
 
     #[test]
     fn a_trap_reason_keeps_the_end_of_stderr() {

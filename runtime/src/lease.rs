@@ -20,6 +20,11 @@ pub(crate) struct Leases {
     /// How often a held message gets an in-progress ack: a third of `ack_wait`.
     every: Duration,
     held: Mutex<HashMap<u64, Held>>,
+    /// Taken by a round of in-progress acks and by a settlement ending its
+    /// lease, so that no in-progress ack goes out after the message's ack,
+    /// nak or term: one sent after a nak would replace the nak's delay with
+    /// a whole `ack_wait`.
+    sending: tokio::sync::Mutex<()>,
     next: AtomicU64,
 }
 
@@ -34,6 +39,7 @@ impl Leases {
             client,
             every: ack_wait / 3,
             held: Mutex::default(),
+            sending: tokio::sync::Mutex::default(),
             next: AtomicU64::new(0),
         })
     }
@@ -79,6 +85,7 @@ impl Leases {
                 _ = stop.cancelled() => return,
                 _ = pulse.tick() => {}
             }
+            let _turn = self.sending.lock().await;
             let due: Vec<Subject> = {
                 let now = Instant::now();
                 self.lock()
@@ -117,7 +124,7 @@ impl Lease {
 
     /// Acks; with `double`, waits for the server to confirm the ack.
     pub(crate) async fn ack(self, double: bool) -> Result<(), async_nats::Error> {
-        self.release();
+        self.end().await;
         if double {
             self.msg.double_ack().await
         } else {
@@ -127,20 +134,20 @@ impl Lease {
 
     /// Asks for redelivery after `delay`.
     pub(crate) async fn nak(self, delay: Duration) -> Result<(), async_nats::Error> {
-        self.release();
+        self.end().await;
         self.msg.ack_with(AckKind::Nak(Some(delay))).await
     }
 
     /// Ends the message for good (after its dead-letter copy was stored).
     pub(crate) async fn term(self) -> Result<(), async_nats::Error> {
-        self.release();
+        self.end().await;
         self.msg.ack_with(AckKind::Term).await
     }
 
     /// Naks without delay, so another host can take the message at once; if
     /// the nak is lost, `ack_wait` redelivers it.
     pub(crate) async fn hand_back(self) {
-        self.release();
+        self.end().await;
         if let Err(e) = self.msg.ack_with(AckKind::Nak(None)).await {
             debug!(error = %e, "handing a message back failed; ack_wait will redeliver it");
         }
@@ -153,6 +160,13 @@ impl Lease {
             client: self.leases.client.clone(),
             reply: self.msg.reply.clone(),
         }
+    }
+
+    /// Ends the lease before the message is settled, between two rounds of
+    /// in-progress acks.
+    async fn end(&self) {
+        let _turn = self.leases.sending.lock().await;
+        self.release();
     }
 
     fn release(&self) {

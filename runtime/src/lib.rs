@@ -262,7 +262,15 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     // Two contexts: JetStream API requests (binding, consumer info) time out
     // soon, so a host notices an election and asks again; PubAcks for
     // outputs and dead-letter copies get the client's usual time.
-    let js = jetstream::new(link.client.clone());
+    //
+    // The client's own limit on unconfirmed publishes would make a publish
+    // wait for a free slot, while the flushes holding the slots wait for
+    // their remaining publishes to go out: with enough outputs in flight,
+    // every flush would wait forever. The host bounds them already
+    // (`concurrency` times `max_outbox_messages`), so the client does not.
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(u32::MAX as usize)
+        .build(link.client.clone());
     let mut api = js.clone();
     api.set_timeout(binding::REQUEST_TIMEOUT);
     let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;

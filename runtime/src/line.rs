@@ -105,11 +105,13 @@ pub(crate) async fn run(
     // A bug that panics while one message is handled costs that message an
     // `ack_wait`, not the handler one of its slots.
     let delivery = AssertUnwindSafe(dispatcher.deliver(lease)).catch_unwind();
+    // An abort that came first wins: a delivery not started yet never starts.
     tokio::select! {
+        biased;
+        _ = abort.cancelled() => hand_back.hand_back().await,
         done = delivery => if done.is_err() {
             error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
         },
-        _ = abort.cancelled() => hand_back.hand_back().await,
     }
     drop(_place);
     status.running.fetch_sub(1, Ordering::Relaxed);

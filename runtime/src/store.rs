@@ -124,11 +124,6 @@ impl StoreState {
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
     }
-
-    /// Keeps an earlier deadline (a delivery that had to start over in a new Store).
-    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-    }
 }
 
 /// Creates a Store for one delivery, with its memory cap, deadline and fuel.

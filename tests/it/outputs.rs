@@ -73,6 +73,23 @@ async fn crash_between_outputs_and_ack_duplicates_nothing() {
     assert_eq!(count(&js, "DLQ").await, 0);
 }
 
+/// A delivery with more outputs than the NATS client lets be unconfirmed at
+/// once by default (5,000) is settled: no publish waits for a place that
+/// only the flush's own unconfirmed outputs could free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_outputs_than_the_clients_publish_window_are_all_confirmed() {
+    let (server, js) = bed().await;
+    publish(&js, "in.a", b"x", &[("behave", "publish-many:6000")]).await;
+    let host = Host::start(behave_config(
+        &server,
+        "max_attempts = 1\nmax_outbox_messages = 6000\nmax_outbox_bytes = \"16MiB\"",
+    ));
+    wait_drained(&js, "IN", "test").await;
+    host.stop().await.unwrap();
+    assert_eq!(count(&js, "OUT").await, 6000);
+    assert_eq!(count(&js, "DLQ").await, 0);
+}
+
 /// Outputs published before a trap are never released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_of_a_trapping_delivery_are_dropped() {
