@@ -29,17 +29,20 @@ pub(crate) struct Footprint {
 }
 
 impl Footprint {
-    /// Measures a component from its bytes.
+    /// Measures a component from its bytes. Counts saturate: a crafted file
+    /// claiming billions of entries is refused when it compiles, not here.
     pub(crate) fn measure(bytes: &[u8]) -> anyhow::Result<Footprint> {
         let mut f = Footprint::default();
         for payload in Parser::new(0).parse_all(bytes) {
             match payload? {
-                Payload::InstanceSection(reader) => f.core_instances += reader.count(),
+                Payload::InstanceSection(reader) => {
+                    f.core_instances = f.core_instances.saturating_add(reader.count())
+                }
                 Payload::MemorySection(reader) => {
                     for memory in reader {
                         let memory = memory?;
                         let page = 1u64 << memory.page_size_log2.unwrap_or(16);
-                        f.memories += 1;
+                        f.memories = f.memories.saturating_add(1);
                         f.initial_memory = f
                             .initial_memory
                             .saturating_add(memory.initial.saturating_mul(page));
@@ -48,7 +51,7 @@ impl Footprint {
                 Payload::TableSection(reader) => {
                     for table in reader {
                         let table = table?;
-                        f.tables += 1;
+                        f.tables = f.tables.saturating_add(1);
                         f.table_elements = f.table_elements.max(table.ty.initial);
                     }
                 }
@@ -56,7 +59,7 @@ impl Footprint {
                     for data in reader {
                         let data = data?;
                         if matches!(data.kind, wasmparser::DataKind::Active { .. }) {
-                            f.data_bytes += data.data.len() as u64;
+                            f.data_bytes = f.data_bytes.saturating_add(data.data.len() as u64);
                         }
                     }
                 }
@@ -90,7 +93,7 @@ pub(crate) struct ComponentFile {
 pub(crate) fn read(handler: &str, path: &Path) -> anyhow::Result<ComponentFile> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
-            "handler \"{handler}\": cannot read component {}",
+            "handler \"{handler}\": field `component`: cannot read {}",
             path.display()
         )
     })?;
@@ -114,4 +117,22 @@ pub(crate) fn read(handler: &str, path: &Path) -> anyhow::Result<ComponentFile> 
         )
     })?;
     Ok(ComponentFile { bytes, footprint })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two instance sections that each claim 2^32 - 1 entries: measuring
+    /// the file must not overflow (it panicked in debug builds).
+    #[test]
+    fn a_crafted_count_saturates() {
+        let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
+        for _ in 0..2 {
+            bytes.extend_from_slice(&[0x02, 0x05, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        }
+        if let Ok(f) = Footprint::measure(&bytes) {
+            assert_eq!(f.core_instances, u32::MAX);
+        }
+    }
 }

@@ -3,7 +3,6 @@
 //! source message may be terminated.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream;
 use bytes::Bytes;
 
 use crate::headers;
@@ -118,7 +117,7 @@ pub(crate) fn clean_reason(text: &str) -> String {
 /// stream refuses (too large for it, say) is told apart from an outage, as
 /// for outputs; a missing dead-letter stream is an outage.
 pub(crate) async fn publish(
-    js: &jetstream::Context,
+    jet: &crate::outbox::Jet,
     subject: &str,
     headers: HeaderMap,
     payload: Bytes,
@@ -126,7 +125,8 @@ pub(crate) async fn publish(
     let what = format!("dead-letter copy to \"{subject}\"");
     // The dead-letter subject was checked at start-up: a missing stream is an outage.
     let configured = |_: &str| true;
-    let failed = match js
+    let failed = match jet
+        .publish
         .publish_with_headers(subject.to_string(), headers, payload)
         .await
     {
@@ -136,7 +136,8 @@ pub(crate) async fn publish(
         },
         Err(e) => e,
     };
-    Err(classify(js, &what, subject, failed, &configured).await)
+    let mut looked = crate::outbox::Looked::default();
+    Err(classify(jet, &mut looked, &what, subject, failed, &configured).await)
 }
 
 #[cfg(test)]

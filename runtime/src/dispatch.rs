@@ -22,6 +22,7 @@ use crate::lease::Lease;
 use crate::outbox::{self, FlushError, Source};
 use crate::settle::{Action, Backoff, DeadLetterKind, Outcome, settle};
 use crate::telemetry::{HandlerTelemetry, Record};
+use crate::text::escape_controls;
 use crate::throttle::Throttle;
 use crate::trace::SpanContext;
 
@@ -33,7 +34,7 @@ pub(crate) struct Dispatcher {
     /// The component and per-delivery settings new deliveries use; a reload
     /// swaps it, and deliveries already running finish on the one they took.
     current: RwLock<Arc<Version>>,
-    js: jetstream::Context,
+    jet: outbox::Jet,
     /// Deliveries waiting for a stream that is unavailable.
     pub stalls: Stalls,
     /// Which stream stores each output subject.
@@ -117,7 +118,7 @@ impl Dispatcher {
             telemetry,
             handler: guest.handler().clone(),
             current: RwLock::new(Arc::new(Version::new(guest))),
-            js,
+            jet: outbox::Jet::new(js),
             stalls: Stalls::default(),
             streams: outbox::StreamCache::default(),
             throttle: Throttle::default(),
@@ -215,10 +216,12 @@ impl Dispatcher {
             };
             match &ran.outcome {
                 Outcome::Failed { failure, detail } => {
-                    warn!(?failure, detail = %detail, "guest failed")
+                    warn!(?failure, detail = %escape_controls(detail), "guest failed")
                 }
                 Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
-                Outcome::Reject { reason } => debug!(%reason, "guest rejected the message"),
+                Outcome::Reject { reason } => {
+                    debug!(reason = %escape_controls(reason), "guest rejected the message")
+                }
                 _ => {}
             }
             let pulled = lease.pulled();
@@ -283,7 +286,7 @@ impl Dispatcher {
                             return ack(lease, handler.double_ack, outputs.len()).await;
                         }
                         Err(FlushError::Refused(detail)) => {
-                            warn!(%detail, "the server refused an output");
+                            warn!(detail = %escape_controls(&detail), "the server refused an output");
                             action = settle(Outcome::OutputRefused { detail });
                             continue;
                         }
@@ -333,7 +336,7 @@ impl Dispatcher {
     ) -> Result<(), FlushError> {
         let configured = |s: &str| handler.publish.literals().any(|l| l == s);
         outbox::flush(
-            &self.js,
+            &self.jet,
             &self.streams,
             source,
             outputs,
@@ -356,7 +359,7 @@ impl Dispatcher {
         let msg = lease.message();
         let room = max_payload.map(|max| max.saturating_sub(msg.payload.len()));
         let copy = dead_letter::copy_headers(msg.headers.as_ref(), source, reason, room);
-        dead_letter::publish(&self.js, subject, copy, msg.payload.clone()).await
+        dead_letter::publish(&self.jet, subject, copy, msg.payload.clone()).await
     }
 
     /// One error line per kind of failure and interval, with how many were not logged.
@@ -444,7 +447,7 @@ async fn drop_message(
 ) -> (Settled, Option<String>) {
     error!(
         kind = %kind,
-        reason = %reason,
+        reason = %escape_controls(&reason),
         "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
     );
     match lease.term().await {

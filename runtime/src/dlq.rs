@@ -22,6 +22,7 @@ use futures::StreamExt;
 
 use crate::config::{Config, Connection};
 use crate::headers;
+use crate::text::escape_controls;
 
 /// How many copies are held in memory at once.
 const PAGE: usize = 256;
@@ -239,6 +240,16 @@ impl Dlq {
                  stream \"{expected}\"; nothing more was replayed",
                 e.sequence,
                 self.handler.as_deref().unwrap_or_default()
+            );
+        }
+        // The JetStream API, KV and object stores, and inboxes are never a
+        // replay's target, whatever a (forged) copy claims.
+        if crate::subject::is_reserved(target) {
+            bail!(
+                "dead-letter message {}: its source subject \"{}\" is a reserved subject; \
+                 refusing to replay it there",
+                e.sequence,
+                escape_controls(target)
             );
         }
         // The copy's headers say where it came from; they are only trusted
@@ -471,22 +482,25 @@ fn list_header() -> String {
     )
 }
 
+/// One line per copy. Header values are anyone's words (a copy can be
+/// forged by any client that may publish to the stream): control
+/// characters are escaped, so they cannot drive the operator's terminal.
 fn list_line(e: &Entry) -> String {
-    let reason = e.header(headers::REASON);
+    let header = |name| escape_controls(e.header(name));
+    let reason = header(headers::REASON);
     let reason: String = if reason.chars().count() > 60 {
         reason.chars().take(57).chain("...".chars()).collect()
     } else {
         reason.to_string()
     };
+    let failed_at = header(headers::FAILED_AT);
     format!(
         "{:>8}  {:<28}  {:<9}  {:>5}  {:<20}  {}",
         e.sequence,
-        e.header(headers::SOURCE_SUBJECT),
-        e.header(headers::REASON_KIND),
-        e.header(headers::DELIVERIES),
-        e.header(headers::FAILED_AT)
-            .get(..19)
-            .unwrap_or(e.header(headers::FAILED_AT)),
+        header(headers::SOURCE_SUBJECT),
+        header(headers::REASON_KIND),
+        header(headers::DELIVERIES),
+        failed_at.get(..19).unwrap_or(&failed_at),
         reason
     )
 }
@@ -495,7 +509,7 @@ fn list_line(e: &Entry) -> String {
 fn format_show(e: &Entry) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "sequence: {}", e.sequence);
-    let _ = writeln!(out, "subject:  {}", e.subject);
+    let _ = writeln!(out, "subject:  {}", escape_controls(&e.subject));
     let _ = writeln!(out, "headers:");
     let mut names: Vec<(&str, Vec<&str>)> = e
         .headers
@@ -505,7 +519,7 @@ fn format_show(e: &Entry) -> String {
     names.sort();
     for (name, values) in names {
         for v in values {
-            let _ = writeln!(out, "  {name}: {v}");
+            let _ = writeln!(out, "  {name}: {}", escape_controls(v));
         }
     }
     const PREVIEW: usize = 1024;
@@ -524,7 +538,10 @@ fn replay_headers(e: &Entry, dlq_stream: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, values) in e.headers.iter() {
         let name: &str = name.as_ref();
-        if headers::is_wharf(name) || name.eq_ignore_ascii_case(headers::MSG_ID) {
+        // Wharf's own headers describe the copy. A copy never has NATS
+        // control headers of its own (the original's are kept as a value),
+        // so one found here was forged: it would act on the target stream.
+        if headers::is_wharf(name) || name.to_ascii_lowercase().contains("nats-") {
             continue;
         }
         for v in values {

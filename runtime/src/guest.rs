@@ -327,7 +327,12 @@ fn classify(
             (Failure::Trap, with_stderr("stack overflow".into(), stderr))
         }
         (_, Some(t)) => (Failure::Trap, with_stderr(format!("trap: {t}"), stderr)),
-        (_, None) => (Failure::Trap, with_stderr(format!("{err:#}"), stderr)),
+        // The cause first: the chain around it starts with a wasm backtrace,
+        // and a reason keeps only its first kilobyte.
+        (_, None) => (
+            Failure::Trap,
+            with_stderr(format!("{} ({err:#})", err.root_cause()), stderr),
+        ),
     }
 }
 

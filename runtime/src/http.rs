@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -11,8 +12,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::telemetry::Telemetry;
 
@@ -23,9 +25,12 @@ pub(crate) async fn serve(
     telemetry: Arc<Telemetry>,
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("field `runtime.metrics_addr`: cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "metrics address (`runtime.metrics_addr`, --metrics-addr or \
+                 WHARF_METRICS_ADDR): cannot listen on {addr}"
+        )
+    })?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -33,15 +38,56 @@ pub(crate) async fn serve(
         .route("/readyz", get(readyz))
         .with_state(telemetry);
     info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "the metrics listener stopped");
-        }
-    });
+    tokio::spawn(accept(listener, app, stop));
     Ok(bound)
+}
+
+/// Connections served at once; more are closed as soon as they are accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may stay open, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Accepts until `stop` fires. Scrapes and probes are small and few: a
+/// client that sends its request slowly, or many clients at once, must not
+/// hold the host's file descriptors, which its NATS connection needs too.
+async fn accept(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                warn!(error = %e, "the metrics listener cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            debug!("the metrics listener is busy; closing a new connection");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                _ = connection => {}
+            }
+            drop(place);
+        });
+    }
 }
 
 async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {

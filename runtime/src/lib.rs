@@ -74,14 +74,16 @@ struct Prepared {
 async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     let handlers = config.handlers.clone();
     let cache = config.runtime.compile_cache.clone();
+    let in_config = || format!("config {}", config.path.display());
     // Compiling is CPU-bound and can take seconds for a large component.
     let (loader, loaded) =
         tokio::task::spawn_blocking(move || Loader::start(&handlers, cache.as_deref()))
             .await
-            .context("compiling the components")??;
+            .context("compiling the components")?
+            .with_context(in_config)?;
     let ticker = loader.start_ticker();
     for l in &loaded {
-        l.guest.probe().await?;
+        l.guest.probe().await.with_context(in_config)?;
     }
     Ok(Prepared {
         loader: Arc::new(loader),

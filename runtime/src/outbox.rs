@@ -25,6 +25,43 @@ pub(crate) struct Source {
     pub tracestate: Option<String>,
 }
 
+/// The JetStream contexts a flush uses: publishes wait for their PubAcks as
+/// long as the client usually waits; metadata look-ups (which stream stores
+/// a subject) time out soon, as every JetStream API request does.
+#[derive(Clone)]
+pub(crate) struct Jet {
+    pub publish: jetstream::Context,
+    pub api: jetstream::Context,
+}
+
+impl Jet {
+    pub(crate) fn new(publish: jetstream::Context) -> Jet {
+        let mut api = publish.clone();
+        api.set_timeout(crate::binding::REQUEST_TIMEOUT);
+        Jet { publish, api }
+    }
+}
+
+/// What one flush learned from JetStream's metadata about subjects whose
+/// publish found no stream: each is asked once per flush, not once per output.
+#[derive(Default)]
+pub(crate) struct Looked(std::collections::HashMap<String, Option<bool>>);
+
+impl Looked {
+    /// Whether a stream stores `subject`; `None` when the metadata could not be read.
+    async fn stored(&mut self, api: &jetstream::Context, subject: &str) -> Option<bool> {
+        if let Some(known) = self.0.get(subject) {
+            return *known;
+        }
+        let known = crate::binding::stored_by(api, subject)
+            .await
+            .ok()
+            .map(|s| s.is_some());
+        self.0.insert(subject.to_string(), known);
+        known
+    }
+}
+
 /// Why the outbox could not be released.
 #[derive(Debug)]
 pub(crate) enum FlushError {
@@ -60,7 +97,7 @@ impl std::fmt::Display for FlushError {
 /// before; a PubAck that says "duplicate" when it cannot is logged as a
 /// warning (another publisher used the same id), not taken silently.
 pub(crate) async fn flush(
-    js: &jetstream::Context,
+    jet: &Jet,
     streams: &StreamCache,
     source: &Source,
     entries: &[Outgoing],
@@ -73,11 +110,12 @@ pub(crate) async fn flush(
     // A failure before every output is sent still waits for the PubAcks of
     // those that were, so that they count as confirmed next time.
     let mut not_sent = None;
+    let mut looked = Looked::default();
     for (index, out) in entries.iter().enumerate() {
         if confirmed[index] {
             continue;
         }
-        let stream = match streams.lookup(js, &out.subject).await {
+        let stream = match streams.lookup(&jet.api, &out.subject).await {
             Ok(Some(stream)) => stream,
             Ok(None) => {
                 not_sent = Some(no_stream(&what(index, out), &out.subject, &configured));
@@ -89,14 +127,16 @@ pub(crate) async fn flush(
             }
         };
         let headers = output_headers(source, index, out);
-        match js
+        match jet
+            .publish
             .publish_with_headers(out.subject.clone(), headers, out.payload.clone())
             .await
         {
             Ok(ack) => acks.push((index, stream, ack)),
             Err(e) => {
+                let what = what(index, out);
                 not_sent =
-                    Some(classify(js, &what(index, out), &out.subject, e, &configured).await);
+                    Some(classify(jet, &mut looked, &what, &out.subject, e, &configured).await);
                 break;
             }
         }
@@ -106,13 +146,20 @@ pub(crate) async fn flush(
     for (index, stream, ack) in acks {
         let out = &entries[index];
         match ack.await {
+            // The subject may have moved to another stream since it was
+            // looked up: only fresh metadata that disagrees refuses it.
             Ok(ack) if ack.stream != stream => {
-                streams.forget(&out.subject);
-                refused = refused.or(Some(format!(
-                    "{}: confirmed by stream \"{}\", but stream \"{stream}\" stores the subject",
-                    what(index, out),
-                    ack.stream
-                )));
+                match streams.moved(&jet.api, &out.subject, &ack.stream).await {
+                    Ok(true) => confirmed[index] = true,
+                    Ok(false) => {
+                        refused = refused.or(Some(format!(
+                            "{}: confirmed by stream \"{}\", which does not store the subject",
+                            what(index, out),
+                            ack.stream
+                        )))
+                    }
+                    Err(e) => unavailable = unavailable.or(Some(FlushError::Unavailable(e))),
+                }
             }
             Ok(ack) => {
                 confirmed[index] = true;
@@ -132,7 +179,8 @@ pub(crate) async fn flush(
             // and a refusal is told apart from an outage in the same flush.
             Err(e) => {
                 streams.forget(&out.subject);
-                match classify(js, &what(index, out), &out.subject, e, &configured).await {
+                let what = what(index, out);
+                match classify(jet, &mut looked, &what, &out.subject, e, &configured).await {
                     FlushError::Refused(why) => refused = refused.or(Some(why)),
                     outage => unavailable = unavailable.or(Some(outage)),
                 }
@@ -218,6 +266,18 @@ impl StreamCache {
         self.lock().remove(subject);
     }
 
+    /// Whether `subject` is now stored by `stream`, as fresh metadata says
+    /// (a PubAck from another stream than the remembered one).
+    async fn moved(
+        &self,
+        api: &jetstream::Context,
+        subject: &str,
+        stream: &str,
+    ) -> anyhow::Result<bool> {
+        self.forget(subject);
+        Ok(self.lookup(api, subject).await?.as_deref() == Some(stream))
+    }
+
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, std::time::Instant)>>
@@ -231,7 +291,8 @@ impl StreamCache {
 /// stores and a stream electing a leader: JetStream's metadata tells them
 /// apart.
 pub(crate) async fn classify(
-    js: &jetstream::Context,
+    jet: &Jet,
+    looked: &mut Looked,
     what: &str,
     subject: &str,
     e: jetstream::context::PublishError,
@@ -247,8 +308,8 @@ pub(crate) async fn classify(
             }
             _ => FlushError::Unavailable(anyhow::Error::new(e).context(what.to_string())),
         },
-        PublishErrorKind::StreamNotFound => match crate::binding::stored_by(js, subject).await {
-            Ok(None) => no_stream(what, subject, configured),
+        PublishErrorKind::StreamNotFound => match looked.stored(&jet.api, subject).await {
+            Some(false) => no_stream(what, subject, configured),
             _ => FlushError::Unavailable(anyhow::anyhow!(
                 "{what}: no stream answered for subject \"{subject}\" (its leader is being \
                  elected, or it is offline)"
@@ -273,16 +334,19 @@ fn no_stream(what: &str, subject: &str, configured: &impl Fn(&str) -> bool) -> F
 
 /// Whether the stream refused the message for one of its own limits (too
 /// large, full with "discard new"): a property of the message and the
-/// stream, not an outage that passes.
+/// stream, not an outage that passes. A store that failed for another
+/// reason (closed during a leader move, a disk error) is an outage.
 fn stream_limit(api: &jetstream::Error) -> bool {
     use jetstream::ErrorCode;
-    [
-        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM,
-        ErrorCode::STREAM_STORE_FAILED,
-        ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM,
-        ErrorCode::STREAM_MAX_STREAM_BYTES_EXCEEDED,
-    ]
-    .contains(&api.error_code())
+    match api.error_code() {
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+        | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
+        | ErrorCode::STREAM_MAX_STREAM_BYTES_EXCEEDED => true,
+        // "maximum messages exceeded", "maximum bytes exceeded", "maximum
+        // messages per subject exceeded": a full stream that discards new.
+        ErrorCode::STREAM_STORE_FAILED => api.to_string().contains("maximum"),
+        _ => false,
+    }
 }
 
 /// The JetStream API error inside a failed publish, if the server sent one.

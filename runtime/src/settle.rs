@@ -199,7 +199,7 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
             reason: format!(
                 "delivery {attempt} arrived after the final attempt ({max_attempts}): an earlier \
                  delivery never settled (the host crashed, was killed, or handed the message back \
-                 at shutdown), so the handler was not run again"
+                 at shutdown), or max_attempts was lowered since, so the handler was not run again"
             ),
         },
         Outcome::HostFailed { tries, outage } => Action::RetryStep {
@@ -328,7 +328,8 @@ mod tests {
                     DeadLetterKind::Crashed,
                     "delivery 4 arrived after the final attempt (3): an earlier delivery never \
                      settled (the host crashed, was killed, or handed the message back at \
-                     shutdown), so the handler was not run again",
+                     shutdown), or max_attempts was lowered since, so the handler was not run \
+                     again",
                 ),
             ),
             // Host-side failures keep the message, backing off exponentially up to a cap.

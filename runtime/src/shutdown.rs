@@ -9,6 +9,10 @@ use anyhow::Context as _;
 pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// Listening for SIGHUP from the start replaces its default action
+    /// (ending the process): a reload asked for while the host still
+    /// compiles, connects or binds is ignored instead of killing it.
+    _hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -18,6 +22,7 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            _hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 

@@ -403,3 +403,41 @@ fn service_files_match_the_binary() {
         );
     }
 }
+
+/// Clients that never finish their request, or too many at once, do not
+/// keep the listener's connections (and the host's file descriptors): each
+/// is closed, at once past the limit, after the header timeout otherwise,
+/// and probes answer after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_surplus_http_clients_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _js) = bed().await;
+    let port = free_port();
+    let host = Host::start(with_metrics(&server, port, ""));
+    eventually("the listener answers", || async {
+        http_get(port, "/healthz").await.is_some()
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        // Half a request: the headers never end.
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(s);
+    }
+    for mut s in slow {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut rest))
+                .await;
+        assert!(
+            closed.is_ok(),
+            "a client that never sent its headers kept its connection"
+        );
+    }
+    let (status, _) = http_get(port, "/healthz").await.expect("/healthz answers");
+    assert_eq!(status, 200);
+    host.stop().await.unwrap();
+}

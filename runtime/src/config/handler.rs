@@ -122,10 +122,15 @@ impl RawHandler {
     }
 }
 
-/// Handler names appear in headers, logs and metric labels: printable ASCII,
-/// no spaces, at most 128 bytes.
+/// Handler names appear in headers, logs, metric labels and the default
+/// durable name (`wharf-<name>`): letters, digits, '-' and '_', at most 128
+/// bytes, so none of those needs quoting or escaping.
 fn is_valid_handler_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_graphic())
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 pub(super) fn validate(
@@ -357,8 +362,8 @@ pub(super) fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid handler name: use printable ASCII without spaces \
-             (letters, digits, '-', '_', '.'), at most 128 characters"
+            "{name:?} is not a valid handler name: use letters, digits, '-' and '_', \
+             at most 128 characters"
         ))
     }
 }

@@ -241,6 +241,12 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             .map_err(|e| top.err("runtime.metrics_addr", e))?,
         watch: raw.runtime.watch.unwrap_or(false),
         compile_cache: match raw.runtime.compile_cache.as_deref() {
+            Some("") => {
+                return Err(top.err(
+                    "runtime.compile_cache",
+                    "is empty: name a directory, or \"off\" to compile at every start",
+                ));
+            }
             Some("off") => None,
             Some(dir) => Some(resolve_path(&base, PathBuf::from(dir))),
             None => default_cache_dir(),
@@ -424,6 +430,19 @@ mod tests {
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("`handler.name`"), "{err}");
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    /// A quote or backslash would break the metrics page's labels, a '.' the
+    /// default durable name: each is refused as the name's own fault.
+    #[test]
+    fn handler_names_are_letters_digits_dashes_and_underscores() {
+        for bad in [r#"a\"b"#, r"a\\b", "orders.v2", "a b", "ä"] {
+            let text = MINIMAL.replace("name = \"orders\"", &format!("name = \"{bad}\""));
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("`handler.name`"), "{bad}: {err}");
+        }
+        let ok = MINIMAL.replace("name = \"orders\"", "name = \"Orders_v2-eu\"");
+        parse(&ok).unwrap();
     }
 
     #[test]

@@ -151,10 +151,15 @@ impl Outbox {
         for h in headers {
             let kind = headers::guest_header(&h.name, &self.handler.allow_headers)
                 .map_err(PublishError::NotAllowed)?;
+            if h.name.is_empty() {
+                return Err(PublishError::Invalid("a header needs a name".into()));
+            }
+            // A reader downstream may not parse a value with control
+            // characters; a line break would end the header block.
             for v in &h.values {
-                if v.contains(['\r', '\n']) {
+                if v.chars().any(|c| c.is_control() && c != '\t') {
                     return Err(PublishError::Invalid(format!(
-                        "header \"{}\" has a line break in its value",
+                        "header \"{}\" has a control character in its value",
                         h.name
                     )));
                 }
@@ -252,6 +257,29 @@ mod tests {
             );
         }
         assert_eq!(o.take().len(), 1);
+    }
+
+    /// Headers every reader can parse: a name, and values without control characters.
+    #[test]
+    fn header_names_and_values_are_well_formed() {
+        let mut o = outbox("");
+        for bad in [
+            header("", &["v"]),
+            header("bad name", &["v"]),
+            header("x", &["a\u{0}b"]),
+            header("x", &["\u{1b}[2J"]),
+            header("x", &["a\r\nb"]),
+        ] {
+            assert!(
+                matches!(
+                    o.push("out.a".into(), vec![], vec![bad]),
+                    Err(PublishError::Invalid(_))
+                ),
+                "accepted"
+            );
+        }
+        o.push("out.a".into(), vec![], vec![header("x", &["a\tb ü"])])
+            .unwrap();
     }
 
     #[test]
