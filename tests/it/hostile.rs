@@ -281,3 +281,34 @@ async fn timeout_and_memory_failures_are_retried_before_dead_lettering() {
         "each failed once, was retried, and was dead-lettered on its second (final) attempt"
     );
 }
+
+/// A guest that writes line breaks and terminal escapes to stderr before it
+/// traps cannot forge the host's log lines: every line the host writes
+/// starts with its own timestamp, and no escape reaches the log raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_stderr_cannot_forge_log_lines() {
+    let (server, js) = bed().await;
+    publish_behave(
+        &js,
+        "in.a",
+        r"trap-saying:before\nFAKE 2026-01-01T00:00:00Z ERROR wharf: host compromised \e[31mred\e]0;title",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &behave_config_text(&server.url(), "max_attempts = 1"),
+    );
+    let host = Binary::spawn_logged(&["run", "-c", path.to_str().unwrap()], &[]);
+    wait_count(&js, "DLQ", 1).await;
+    host.wait_log("guest failed").await;
+    let lines = host.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("host compromised")),
+        "the guest's words are logged: {lines:#?}"
+    );
+    for line in &lines {
+        assert!(!line.starts_with("FAKE"), "a forged line: {line:?}");
+        assert!(!line.contains('\u{1b}'), "a raw escape: {line:?}");
+    }
+}

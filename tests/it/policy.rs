@@ -257,6 +257,47 @@ async fn replay_goes_only_where_the_source_stream_stores() {
     assert_eq!(count(&js, "OUT").await, 1, "nothing was purged");
 }
 
+/// A forged copy naming a key-value bucket's stream and key as its source
+/// is not replayed into the bucket, although that stream stores the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_never_writes_into_a_key_value_bucket() {
+    let (server, js) = bed().await;
+    // A bucket is a stream named KV_<bucket> storing `$KV.<bucket>.>`.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "KV_cfg".into(),
+        subjects: vec!["$KV.cfg.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish(&js, "$KV.cfg.admin", b"alice", &[]).await;
+    publish(
+        &js,
+        "dlq.test",
+        b"mallory",
+        &[
+            ("Wharf-Source-Subject", "$KV.cfg.admin"),
+            ("Wharf-Source-Stream", "KV_cfg"),
+            ("Wharf-Handler", "test"),
+            ("Wharf-Reason-Kind", "rejected"),
+        ],
+    )
+    .await;
+    let (code, err) = run_binary_async(&[
+        "dlq",
+        "--stream",
+        "DLQ",
+        "--url",
+        &server.url(),
+        "replay",
+        "all",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reserved subject"), "{err}");
+    assert_eq!(count(&js, "KV_cfg").await, 1, "the key was not written");
+}
+
 /// A guest cannot choose an id in the host's own id space (which would make
 /// JetStream drop another handler's output or a dead-letter copy as a
 /// duplicate), nor a subject long enough to make the server drop the host's
