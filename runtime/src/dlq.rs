@@ -242,12 +242,18 @@ impl Dlq {
                 self.handler.as_deref().unwrap_or_default()
             );
         }
-        // The JetStream API, KV and object stores, and inboxes are never a
-        // replay's target, whatever a (forged) copy claims.
-        if crate::subject::is_reserved(target) {
+        // The server's own subjects and inboxes are never a replay's target,
+        // whatever a (forged) copy claims; other `$` subjects (a key-value
+        // bucket's, say) only for a handler that consumes that very stream.
+        let reserved = crate::subject::is_reserved(target);
+        if crate::subject::is_forbidden(target)
+            || target.starts_with("_INBOX")
+            || (reserved && self.source_stream.is_none())
+        {
             bail!(
                 "dead-letter message {}: its source subject \"{}\" is a reserved subject; \
-                 refusing to replay it there",
+                 refusing to replay it there (a `$` subject is replayed only with -c and \
+                 the handler that consumes its stream)",
                 e.sequence,
                 escape_controls(target)
             );

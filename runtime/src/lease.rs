@@ -157,7 +157,7 @@ impl Lease {
     /// (a delivery abandoned at the drain timeout).
     pub(crate) fn handle(&self) -> HandBack {
         HandBack {
-            client: self.leases.client.clone(),
+            leases: self.leases.clone(),
             reply: self.msg.reply.clone(),
         }
     }
@@ -176,15 +176,21 @@ impl Lease {
 
 /// Hands a message back without holding its lease.
 pub(crate) struct HandBack {
-    client: async_nats::Client,
+    leases: Arc<Leases>,
     reply: Option<Subject>,
 }
 
 impl HandBack {
-    /// Naks without delay; if the nak is lost, `ack_wait` redelivers the message.
+    /// Naks without delay; if the nak is lost, `ack_wait` redelivers the
+    /// message. Between two rounds of in-progress acks, like a settlement.
     pub(crate) async fn hand_back(self) {
+        let _turn = self.leases.sending.lock().await;
         if let Some(reply) = self.reply
-            && let Err(e) = self.client.publish(reply, AckKind::Nak(None).into()).await
+            && let Err(e) = self
+                .leases
+                .client
+                .publish(reply, AckKind::Nak(None).into())
+                .await
         {
             debug!(error = %e, "handing a message back failed; ack_wait will redeliver it");
         }

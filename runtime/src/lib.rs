@@ -271,7 +271,7 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     // every flush would wait forever. The host bounds them already
     // (`concurrency` times `max_outbox_messages`), so the client does not.
     let js = jetstream::ContextBuilder::new()
-        .max_ack_inflight(u32::MAX as usize)
+        .max_ack_inflight(tokio::sync::Semaphore::MAX_PERMITS)
         .build(link.client.clone());
     let mut api = js.clone();
     api.set_timeout(binding::REQUEST_TIMEOUT);

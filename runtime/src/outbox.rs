@@ -42,22 +42,31 @@ impl Jet {
     }
 }
 
-/// What one flush learned from JetStream's metadata about subjects whose
-/// publish found no stream: each is asked once per flush, not once per output.
+/// What one flush learned from JetStream's metadata, fresh: each subject
+/// is asked about once per flush, not once per output.
 #[derive(Default)]
-pub(crate) struct Looked(std::collections::HashMap<String, Option<bool>>);
+pub(crate) struct Looked(std::collections::HashMap<String, Option<Option<String>>>);
 
 impl Looked {
-    /// Whether a stream stores `subject`; `None` when the metadata could not be read.
-    async fn stored(&mut self, api: &jetstream::Context, subject: &str) -> Option<bool> {
+    /// The stream that stores `subject` now (`Some(None)`: none does), as
+    /// fresh metadata says; `None` when the metadata could not be read.
+    async fn stream(
+        &mut self,
+        streams: Option<&StreamCache>,
+        api: &jetstream::Context,
+        subject: &str,
+    ) -> Option<Option<String>> {
         if let Some(known) = self.0.get(subject) {
-            return *known;
+            return known.clone();
         }
-        let known = crate::binding::stored_by(api, subject)
-            .await
-            .ok()
-            .map(|s| s.is_some());
-        self.0.insert(subject.to_string(), known);
+        let known = match streams {
+            Some(cache) => {
+                cache.forget(subject);
+                cache.lookup(api, subject).await.ok()
+            }
+            None => crate::binding::stored_by(api, subject).await.ok(),
+        };
+        self.0.insert(subject.to_string(), known.clone());
         known
     }
 }
@@ -149,16 +158,26 @@ pub(crate) async fn flush(
             // The subject may have moved to another stream since it was
             // looked up: only fresh metadata that disagrees refuses it.
             Ok(ack) if ack.stream != stream => {
-                match streams.moved(&jet.api, &out.subject, &ack.stream).await {
-                    Ok(true) => confirmed[index] = true,
-                    Ok(false) => {
+                match looked.stream(Some(streams), &jet.api, &out.subject).await {
+                    Some(now) if now.as_deref() == Some(ack.stream.as_str()) => {
+                        confirmed[index] = true
+                    }
+                    Some(_) => {
                         refused = refused.or(Some(format!(
                             "{}: confirmed by stream \"{}\", which does not store the subject",
                             what(index, out),
                             ack.stream
                         )))
                     }
-                    Err(e) => unavailable = unavailable.or(Some(FlushError::Unavailable(e))),
+                    None => {
+                        unavailable =
+                            unavailable.or(Some(FlushError::Unavailable(anyhow::anyhow!(
+                                "{}: confirmed by stream \"{}\"; which stream stores the \
+                                 subject could not be read",
+                                what(index, out),
+                                ack.stream
+                            ))))
+                    }
                 }
             }
             Ok(ack) => {
@@ -266,18 +285,6 @@ impl StreamCache {
         self.lock().remove(subject);
     }
 
-    /// Whether `subject` is now stored by `stream`, as fresh metadata says
-    /// (a PubAck from another stream than the remembered one).
-    async fn moved(
-        &self,
-        api: &jetstream::Context,
-        subject: &str,
-        stream: &str,
-    ) -> anyhow::Result<bool> {
-        self.forget(subject);
-        Ok(self.lookup(api, subject).await?.as_deref() == Some(stream))
-    }
-
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, std::time::Instant)>>
@@ -308,8 +315,8 @@ pub(crate) async fn classify(
             }
             _ => FlushError::Unavailable(anyhow::Error::new(e).context(what.to_string())),
         },
-        PublishErrorKind::StreamNotFound => match looked.stored(&jet.api, subject).await {
-            Some(false) => no_stream(what, subject, configured),
+        PublishErrorKind::StreamNotFound => match looked.stream(None, &jet.api, subject).await {
+            Some(None) => no_stream(what, subject, configured),
             _ => FlushError::Unavailable(anyhow::anyhow!(
                 "{what}: no stream answered for subject \"{subject}\" (its leader is being \
                  elected, or it is offline)"
@@ -343,8 +350,12 @@ fn stream_limit(api: &jetstream::Error) -> bool {
         | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
         | ErrorCode::STREAM_MAX_STREAM_BYTES_EXCEEDED => true,
         // "maximum messages exceeded", "maximum bytes exceeded", "maximum
-        // messages per subject exceeded": a full stream that discards new.
-        ErrorCode::STREAM_STORE_FAILED => api.to_string().contains("maximum"),
+        // messages per subject exceeded": a full stream that discards new;
+        // "message too large" for the store.
+        ErrorCode::STREAM_STORE_FAILED => {
+            let text = api.to_string();
+            text.contains("maximum") || text.contains("too large")
+        }
         _ => false,
     }
 }

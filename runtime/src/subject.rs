@@ -89,7 +89,7 @@ pub(crate) fn is_reserved(subject: &str) -> bool {
     root.starts_with('$') || root.starts_with("_INBOX")
 }
 
-fn is_forbidden(subject: &str) -> bool {
+pub(crate) fn is_forbidden(subject: &str) -> bool {
     let root = subject.split('.').next().unwrap_or_default();
     FORBIDDEN_ROOTS.contains(&root)
 }
