@@ -224,34 +224,38 @@ fn a_handler_name_with_a_line_break_is_refused() {
     assert!(err.contains("`handler.name`"), "{err}");
 }
 
+/// Publishes a forged dead-letter copy claiming `source_subject` in
+/// `source_stream`, then runs `wharf dlq --stream DLQ replay all`; returns
+/// its exit code and stderr.
+async fn replay_forged(
+    server: &wharf::server::NatsServer,
+    js: &async_nats::jetstream::Context,
+    source_subject: &str,
+    source_stream: &str,
+) -> (i32, String) {
+    publish(
+        js,
+        "dlq.test",
+        b"forged",
+        &[
+            ("Wharf-Source-Subject", source_subject),
+            ("Wharf-Source-Stream", source_stream),
+            ("Wharf-Handler", "test"),
+            ("Wharf-Reason-Kind", "rejected"),
+        ],
+    )
+    .await;
+    let url = server.url();
+    run_binary_async(&["dlq", "--stream", "DLQ", "--url", &url, "replay", "all"]).await
+}
+
 /// `wharf dlq replay` republishes only to a subject the copy's source
 /// stream stores, whatever a (forged) copy's headers claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_goes_only_where_the_source_stream_stores() {
     let (server, js) = bed().await;
     publish(&js, "out.keep", b"precious", &[]).await;
-    publish(
-        &js,
-        "dlq.test",
-        b"{}",
-        &[
-            ("Wharf-Source-Subject", "$JS.API.STREAM.PURGE.OUT"),
-            ("Wharf-Source-Stream", "IN"),
-            ("Wharf-Handler", "test"),
-            ("Wharf-Reason-Kind", "rejected"),
-        ],
-    )
-    .await;
-    let (code, err) = run_binary_async(&[
-        "dlq",
-        "--stream",
-        "DLQ",
-        "--url",
-        &server.url(),
-        "replay",
-        "all",
-    ])
-    .await;
+    let (code, err) = replay_forged(&server, &js, "$JS.API.STREAM.PURGE.OUT", "IN").await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refusing to replay"), "{err}");
     assert_eq!(count(&js, "OUT").await, 1, "nothing was purged");
@@ -271,28 +275,7 @@ async fn replay_never_writes_into_a_key_value_bucket() {
     .await
     .unwrap();
     publish(&js, "$KV.cfg.admin", b"alice", &[]).await;
-    publish(
-        &js,
-        "dlq.test",
-        b"mallory",
-        &[
-            ("Wharf-Source-Subject", "$KV.cfg.admin"),
-            ("Wharf-Source-Stream", "KV_cfg"),
-            ("Wharf-Handler", "test"),
-            ("Wharf-Reason-Kind", "rejected"),
-        ],
-    )
-    .await;
-    let (code, err) = run_binary_async(&[
-        "dlq",
-        "--stream",
-        "DLQ",
-        "--url",
-        &server.url(),
-        "replay",
-        "all",
-    ])
-    .await;
+    let (code, err) = replay_forged(&server, &js, "$KV.cfg.admin", "KV_cfg").await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("reserved subject"), "{err}");
     assert_eq!(count(&js, "KV_cfg").await, 1, "the key was not written");
