@@ -80,12 +80,6 @@ async fn publish_surely(js: &jetstream::Context, id: &str, headers: &[(&str, &st
     }
 }
 
-/// How many messages a stream holds, or `None` while it cannot answer.
-async fn try_count(js: &jetstream::Context, stream: &str) -> Option<u64> {
-    let mut s = js.get_stream(stream).await.ok()?;
-    Some(s.info().await.ok()?.state.messages)
-}
-
 /// Waits until a stream holds more than `n` messages, through elections.
 async fn wait_past(js: &jetstream::Context, stream: &str, n: u64) {
     eventually(&format!("stream {stream} holds more than {n}"), || async {

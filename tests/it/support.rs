@@ -372,10 +372,17 @@ pub async fn count(js: &jetstream::Context, stream: &str) -> u64 {
     s.info().await.expect("stream info").state.messages
 }
 
-/// Waits until a stream holds `n` messages.
+/// How many messages a stream holds, or `None` while it cannot answer (a
+/// cluster electing a leader).
+pub async fn try_count(js: &jetstream::Context, stream: &str) -> Option<u64> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    Some(s.info().await.ok()?.state.messages)
+}
+
+/// Waits until a stream holds `n` messages, through elections.
 pub async fn wait_count(js: &jetstream::Context, stream: &str, n: u64) {
     eventually(&format!("stream {stream} holds {n} messages"), || async {
-        count(js, stream).await >= n
+        try_count(js, stream).await.is_some_and(|c| c >= n)
     })
     .await;
 }
