@@ -547,7 +547,7 @@ fn replay_headers(e: &Entry, dlq_stream: &str) -> HeaderMap {
         // Wharf's own headers describe the copy. A copy never has NATS
         // control headers of its own (the original's are kept as a value),
         // so one found here was forged: it would act on the target stream.
-        if headers::is_wharf(name) || name.to_ascii_lowercase().contains("nats-") {
+        if headers::is_wharf(name) || headers::is_nats(name) {
             continue;
         }
         for v in values {

@@ -9,9 +9,7 @@ async fn success_acks_and_a_restart_redelivers_nothing() {
     for _ in 0..20 {
         publish_behave(&js, "in.a", "ok").await;
     }
-    let host = Host::start(behave_config(&server, ""));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "")).await;
 
     let host = Host::start(behave_config(&server, ""));
     publish_behave(&js, "in.a", "ok").await;
@@ -190,9 +188,7 @@ async fn every_delivery_gets_a_fresh_instance() {
     for _ in 0..10 {
         publish_behave(&js, "in.a", "count").await;
     }
-    let host = Host::start(behave_config(&server, "concurrency = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "concurrency = 1")).await;
     assert_eq!(
         count(&js, "DLQ").await,
         0,
@@ -252,12 +248,14 @@ async fn reuse_mode_replaces_an_instance_after_a_failure() {
     for behave in ["count", "count", "trap", "count", "count", "loop", "count"] {
         publish_behave(&js, "in.a", behave).await;
     }
-    let host = Host::start(behave_config(
-        &server,
-        "isolation = \"reuse\"\nconcurrency = 1\nmax_attempts = 1\ntimeout = \"500ms\"",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "isolation = \"reuse\"\nconcurrency = 1\nmax_attempts = 1\ntimeout = \"500ms\"",
+        ),
+    )
+    .await;
     let dls = messages(&js, "DLQ").await;
     let kinds: Vec<(&str, &str)> = dls
         .iter()

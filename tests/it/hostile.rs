@@ -14,12 +14,11 @@ async fn run_one(behave: &str, extra: &str) -> (Option<Stored>, u64) {
         &[("behave", behave), ("publish-to", "out.side-effect")],
     )
     .await;
-    let host = Host::start(behave_config(
-        &server,
-        &format!("max_attempts = 1\n{extra}"),
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(&server, &format!("max_attempts = 1\n{extra}")),
+    )
+    .await;
     let outputs = count(&js, "OUT").await;
     (messages(&js, "DLQ").await.into_iter().next(), outputs)
 }
@@ -240,9 +239,7 @@ async fn explicit_drop_terminates_without_a_copy() {
     publish_behave(&js, "in.a", "reject:nope").await;
     let mut config = behave_config(&server, "drop_after_max_attempts = true");
     config.handlers[0].dead_letter = None;
-    let host = Host::start(config);
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, config).await;
     assert_eq!(count(&js, "DLQ").await, 0);
     let info = consumer_info(&js).await;
     assert_eq!(info.delivered.consumer_sequence, 1);

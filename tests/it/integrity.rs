@@ -94,12 +94,14 @@ async fn a_failed_expectation_dead_letters_as_output() {
         )],
     )
     .await;
-    let host = Host::start(behave_config(
-        &server,
-        "max_attempts = 1\nallow_headers = [\"Nats-Expected-Last-Sequence\"]",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "max_attempts = 1\nallow_headers = [\"Nats-Expected-Last-Sequence\"]",
+        ),
+    )
+    .await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(kinds(&dls), ["output"]);
     let reason = header(&dls[0], "Wharf-Reason").unwrap();
@@ -165,9 +167,7 @@ async fn a_delivery_past_the_final_attempt_dead_letters_as_crashed_unrun() {
     let (server, js) = bed().await;
     // Create the durable as the host would, then play two hosts that die
     // mid-delivery: fetch, never settle, hand back.
-    let host = Host::start(behave_config(&server, "max_attempts = 2"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 2")).await;
     publish_done(&js, "ok").await;
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_stream("IN")
@@ -190,9 +190,7 @@ async fn a_delivery_past_the_final_attempt_dead_letters_as_crashed_unrun() {
             .await
             .unwrap();
     }
-    let host = Host::start(behave_config(&server, "max_attempts = 2"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 2")).await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(kinds(&dls), ["crashed"]);
     assert_eq!(header(&dls[0], "Wharf-Delivery-Count"), Some("3"));
@@ -316,12 +314,14 @@ async fn a_core_service_cannot_confirm_an_output() {
     };
     client.flush().await.unwrap();
     publish(&js, "in.a", b"x", &[("behave", "publish-with:svc.fake")]).await;
-    let host = Host::start(behave_config(
-        &server,
-        "max_attempts = 2\npublish = [\"out.>\", \"svc.>\"]",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "max_attempts = 2\npublish = [\"out.>\", \"svc.>\"]",
+        ),
+    )
+    .await;
     answering.abort();
     let dls = messages(&js, "DLQ").await;
     assert_eq!(kinds(&dls), ["output"]);
@@ -357,12 +357,14 @@ async fn an_output_a_full_stream_refuses_dead_letters_without_stalling() {
     for _ in 0..5 {
         publish_done(&js, "ok").await;
     }
-    let host = Host::start(behave_config(
-        &server,
-        "max_attempts = 2\npublish = [\"out.>\", \"full.>\"]",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "max_attempts = 2\npublish = [\"out.>\", \"full.>\"]",
+        ),
+    )
+    .await;
     assert_eq!(kinds(&messages(&js, "DLQ").await), ["output"]);
     assert_eq!(count(&js, "OUT").await, 5);
 }
@@ -429,9 +431,7 @@ async fn a_message_near_max_payload_is_still_dead_lettered() {
         &[("behave", &reason), ("X-Tenant", "t1")],
     )
     .await;
-    let host = Host::start(behave_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 1")).await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(kinds(&dls), ["rejected"]);
     assert_eq!(dls[0].payload.len(), 3600, "the payload is kept whole");

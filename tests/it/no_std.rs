@@ -29,12 +29,10 @@ async fn a_reused_instance_without_std_reuses_freed_memory() {
         publish(&js, "in.a", &payload, &[("behave", "churn:65536")]).await;
     }
     publish_behave(&js, "in.a", "seen").await;
-    let host = Host::start(heap_config(
+    run_until_drained(&js, heap_config(
         &server,
         "isolation = \"reuse\"\nreuse_deliveries = 1000\nconcurrency = 1\nmax_attempts = 1\nmemory = \"3MiB\"",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    )).await;
     let dls = messages(&js, "DLQ").await;
     let reasons: Vec<_> = dls.iter().map(|m| header(m, "Wharf-Reason")).collect();
     assert_eq!(dls.len(), 1, "{reasons:?}");
@@ -59,9 +57,7 @@ async fn a_handler_without_std_allocates_and_a_panic_traps() {
     .await;
     publish_behave(&js, "in.a", "panic").await;
     publish(&js, "in.a", &pattern(10), &[("behave", "churn:10")]).await;
-    let host = Host::start(heap_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, heap_config(&server, "max_attempts = 1")).await;
     let dls = messages(&js, "DLQ").await;
     let reasons: Vec<_> = dls.iter().map(|m| header(m, "Wharf-Reason")).collect();
     assert_eq!(dls.len(), 1, "{reasons:?}");

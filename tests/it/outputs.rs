@@ -80,12 +80,14 @@ async fn crash_between_outputs_and_ack_duplicates_nothing() {
 async fn more_outputs_than_the_clients_publish_window_are_all_confirmed() {
     let (server, js) = bed().await;
     publish(&js, "in.a", b"x", &[("behave", "publish-many:6000")]).await;
-    let host = Host::start(behave_config(
-        &server,
-        "max_attempts = 1\nmax_outbox_messages = 6000\nmax_outbox_bytes = \"16MiB\"",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "max_attempts = 1\nmax_outbox_messages = 6000\nmax_outbox_bytes = \"16MiB\"",
+        ),
+    )
+    .await;
     assert_eq!(count(&js, "OUT").await, 6000);
     assert_eq!(count(&js, "DLQ").await, 0);
 }
@@ -159,8 +161,6 @@ async fn double_ack_settles_the_same() {
         )
         .await;
     }
-    let host = Host::start(behave_config(&server, "double_ack = true"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "double_ack = true")).await;
     assert_eq!(count(&js, "OUT").await, 20);
 }

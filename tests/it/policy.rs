@@ -22,12 +22,14 @@ async fn the_timeout_bounds_a_guest_blocked_in_a_wasi_call() {
     for _ in 0..5 {
         publish_done(&js, "ok").await;
     }
-    let host = Host::start(behave_config(
-        &server,
-        "max_attempts = 1\ntimeout = \"500ms\"\nconcurrency = 1",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "max_attempts = 1\ntimeout = \"500ms\"\nconcurrency = 1",
+        ),
+    )
+    .await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 1);
     assert_eq!(kind(&dls[0]), "timeout");
@@ -90,12 +92,14 @@ async fn a_wildcard_allow_list_cannot_reach_the_jetstream_api() {
         .await;
     }
     // Any subject of five tokens or more, but for the reserved ones.
-    let host = Host::start(behave_config(
-        &server,
-        "publish = [\"*.*.*.*.>\"]\nfilter_subject = \"in.a\"\nmax_attempts = 1",
-    ));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(
+            &server,
+            "publish = [\"*.*.*.*.>\"]\nfilter_subject = \"in.a\"\nmax_attempts = 1",
+        ),
+    )
+    .await;
     assert_eq!(count(&js, "OUT").await, 1, "the stream was not purged");
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 3);
@@ -124,9 +128,7 @@ async fn guests_cannot_set_control_or_wharf_headers() {
         )
         .await;
     }
-    let host = Host::start(behave_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 1")).await;
     assert_eq!(count(&js, "OUT").await, 0);
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 4);
@@ -157,9 +159,7 @@ async fn a_guest_msg_id_in_any_case_deduplicates() {
         &[("behave", "publish-with:out.a;Nats-Msg-Id=")],
     )
     .await;
-    let host = Host::start(behave_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 1")).await;
     let out = messages(&js, "OUT").await;
     assert_eq!(out.len(), 1);
     assert_eq!(header(&out[0], "Nats-Msg-Id"), Some("order-7"));
@@ -181,9 +181,7 @@ async fn outputs_over_max_payload_are_refused_to_the_guest() {
     topology(&js).await;
     // 4,000 bytes fit max_payload alone, not with the host's headers.
     publish(&js, "in.a", b"x", &[("behave", "publish-big:4000")]).await;
-    let host = Host::start(behave_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 1")).await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 1);
     assert_eq!(kind(&dls[0]), "rejected");
@@ -302,9 +300,7 @@ async fn guests_cannot_forge_ids_or_overload_the_host_through_publish() {
     publish(&js, "in.a", b"x", &[("behave", &long)]).await;
     publish(&js, "in.a", b"x", &[("behave", "publish-headers:200000")]).await;
     publish_done(&js, "ok").await;
-    let host = Host::start(behave_config(&server, "max_attempts = 1"));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, "max_attempts = 1")).await;
     let dls = messages(&js, "DLQ").await;
     assert_eq!(dls.len(), 3, "{dls:?}");
     // The three run at once: their copies land in any order.

@@ -21,9 +21,11 @@ async fn shutdown_drains_in_flight_and_hands_back_the_rest() {
     assert!(done < N, "the host stopped early");
 
     // With ack_wait at 5 minutes, the rest can only be processed now if it was handed back.
-    let host = Host::start(behave_config(&server, "concurrency = 4\nack_wait = \"5m\""));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(
+        &js,
+        behave_config(&server, "concurrency = 4\nack_wait = \"5m\""),
+    )
+    .await;
     assert_eq!(count(&js, "OUT").await, N);
 }
 
@@ -54,9 +56,7 @@ async fn shutdown_hands_back_messages_waiting_in_line() {
     );
 
     // With ack_wait at 5 minutes, the rest can only be processed now if it was handed back.
-    let host = Host::start(behave_config(&server, settings));
-    wait_drained(&js, "IN", "test").await;
-    host.stop().await.unwrap();
+    run_until_drained(&js, behave_config(&server, settings)).await;
     assert_eq!(count(&js, "DLQ").await, 0, "nothing was dead-lettered");
     assert_eq!(count(&js, "OUT").await, N);
 }

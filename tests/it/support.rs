@@ -328,6 +328,14 @@ pub async fn drained(js: &jetstream::Context, stream: &str, consumer: &str) -> b
     info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= last
 }
 
+/// Runs a host with `config` until the test consumer on `IN` has settled
+/// everything, then stops it, checking that it stopped cleanly.
+pub async fn run_until_drained(js: &jetstream::Context, config: Config) {
+    let host = Host::start(config);
+    wait_drained(js, "IN", "test").await;
+    host.stop().await.unwrap();
+}
+
 /// Waits until the consumer has settled everything its stream holds.
 pub async fn wait_drained(js: &jetstream::Context, stream: &str, consumer: &str) {
     eventually(
