@@ -11,8 +11,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Connection;
 
-/// The URL used when neither the config nor `NATS_URL` names one.
-pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// How long a JetStream API request may take (binding, consumer info,
+/// stream look-ups): long enough for a loaded server, short enough to ask
+/// again soon during an election.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the host knows of its connection, kept current by its events.
 #[derive(Debug, Default)]

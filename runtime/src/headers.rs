@@ -111,6 +111,18 @@ pub fn guest_header(name: &str, allowed: &[String]) -> Result<GuestHeader, Strin
     Ok(GuestHeader::Plain)
 }
 
+/// Bytes a header set takes on the wire, as the server counts them against `max_payload`.
+pub fn wire_size(headers: &async_nats::HeaderMap) -> usize {
+    let mut size = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            size += name.len() + 2 + v.as_str().len() + 2;
+        }
+    }
+    size
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,337 +6,49 @@
 //! returned: ack on success (after its outputs are stored), redelivery with
 //! backoff, or a dead-letter copy before the message is terminated.
 //!
+//! The folders are layers, and imports point one way, down this list:
+//!
+//! - `ops/` — the commands beside `run`: `wharf dev`, `wharf dlq`, and the
+//!   local `nats-server` that dev, the tests and the benchmark start.
+//! - `service/` — the process: start-up, the handlers' loops, reloads,
+//!   signals and the drain.
+//! - `delivery/` — a message's way through the host: binding, pulling, the
+//!   line, leases, and dispatch (run the guest, settle, carry it out).
+//! - `sandbox/` — running guests: engines, components, Stores, the host
+//!   capabilities a guest imports.
+//! - `effects/` — what leaves the host toward JetStream once a delivery is
+//!   decided: outputs, dead-letter copies, and how a refused publish is told
+//!   apart from an outage.
+//! - `telemetry/` — metrics, health, the HTTP listener and exported spans.
+//!
+//! `sandbox/` and `effects/` do not import each other. The files at the top
+//! are the shared vocabulary every layer may use and that imports no layer:
+//! `config/`, `connect` (the NATS connection), `subject`, `headers`,
+//! `trace`, `text`, `throttle`, `settle` (the settlement table), `source`
+//! (where a delivery came from) and `staged` (what a delivery asks for once
+//! it succeeds).
+//!
 //! The public API is what the `wharf` binary, the tests and the benchmark
-//! need: [`run`], [`check`], [`check_with_server`], [`config`], [`dev`],
-//! [`dlq`], [`server`] and [`mod@bench`]. Everything else is private to the
-//! crate (ARCHITECTURE.md maps it).
+//! need: [`run`], [`check`], [`check_with_server`], [`config`], [`connect`],
+//! [`dev`], [`dlq`], [`server`] and [`mod@bench`]. Everything else is private
+//! to the crate (ARCHITECTURE.md maps it).
 
-mod binding;
-mod bindings;
-mod component;
 pub mod config;
 pub mod connect;
-mod dead_letter;
-pub mod dev;
-mod dispatch;
-pub mod dlq;
-mod engine;
-mod guest;
+mod delivery;
+mod effects;
 mod headers;
-mod host;
-mod http;
-mod lease;
-mod line;
-mod loader;
-mod outbox;
-mod pull;
-mod reload;
-pub mod server;
+mod ops;
+mod sandbox;
+mod service;
 mod settle;
-mod shutdown;
-mod store;
+mod source;
+mod staged;
 mod subject;
 mod telemetry;
 mod text;
 mod throttle;
 mod trace;
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context as _;
-use async_nats::jetstream;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-
-pub use crate::shutdown::Signals;
-
-use crate::binding::{BindError, Seen};
-use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::engine::Kind;
-use crate::loader::{Loaded, Loader};
-
-/// Every handler's component compiled, checked against the world, and
-/// instantiated once within its limits.
-struct Prepared {
-    loader: Arc<Loader>,
-    loaded: Vec<Loaded>,
-    /// Runs for as long as any Store can: every deadline depends on it.
-    _ticker: engine::EpochTicker,
-}
-
-/// Compiles and links every handler's component, and starts each once to
-/// refuse one that cannot start within its limits; no server needed. This
-/// is all of `wharf check` and the first step of `wharf run`.
-async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
-    let handlers = config.handlers.clone();
-    let cache = config.runtime.compile_cache.clone();
-    let in_config = || format!("config {}", config.path.display());
-    // Compiling is CPU-bound and can take seconds for a large component.
-    let (loader, loaded) =
-        tokio::task::spawn_blocking(move || Loader::start(&handlers, cache.as_deref()))
-            .await
-            .context("compiling the components")?
-            .with_context(in_config)?;
-    let ticker = loader.start_ticker();
-    for l in &loaded {
-        l.guest.probe().await.with_context(in_config)?;
-    }
-    Ok(Prepared {
-        loader: Arc::new(loader),
-        loaded,
-        _ticker: ticker,
-    })
-}
-
-/// Validates a configuration and its components without a server.
-pub async fn check(config: &Config) -> anyhow::Result<()> {
-    prepare(config).await.map(|_| ())
-}
-
-/// Checks what `check` does, then, against the server, that every handler's
-/// stream exists and its dead-letter and publish subjects are stored by a stream.
-pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
-    check(config).await?;
-    let client = connect::connect(&config.nats, "wharf-check").await?;
-    let js = jetstream::new(client);
-    for handler in &config.handlers {
-        binding::stream(&js, handler)
-            .await
-            .map_err(BindError::into_error)?;
-        binding::subjects(&js, handler)
-            .await
-            .map_err(BindError::into_error)?;
-    }
-    Ok(())
-}
-
-/// Runs every handler until `shutdown` resolves, then drains and returns.
-///
-/// Refuses to start, with one message naming the handler and the problem,
-/// when a component is invalid, no seed server can be reached, a stream is
-/// missing or a dead-letter subject is not stored by any stream. A server
-/// that cannot answer yet (a leader election) is waited for, up to
-/// `startup_timeout`; `shutdown` is honoured at every step. Returns an
-/// error, after draining the others, when a handler cannot go on.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_serving(config, shutdown, |_| {}).await
-}
-
-/// `run`, telling `serving` the address of the metrics listener once it is
-/// bound (for `wharf dev`, which may pick a free port).
-pub(crate) async fn run_serving(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-    serving: impl FnOnce(std::net::SocketAddr),
-) -> anyhow::Result<()> {
-    tokio::pin!(shutdown);
-    let (telemetry, instruments) = telemetry::Telemetry::new(&config.handlers);
-    let telemetry = Arc::new(telemetry);
-    let listener_stop = CancellationToken::new();
-    // The listener comes first: a liveness probe must answer while a large
-    // component compiles, and readiness says "starting" meanwhile.
-    if let Some(addr) = config.runtime.metrics_addr {
-        serving(http::serve(addr, telemetry.clone(), listener_stop.clone()).await?);
-    }
-    let _listener = listener_stop.clone().drop_guard();
-    let started = tokio::select! {
-        started = start(&config) => started?,
-        _ = &mut shutdown => {
-            info!("shutting down before start-up finished");
-            return Ok(());
-        }
-    };
-    let Started {
-        prepared,
-        link,
-        js,
-        api,
-    } = started;
-    telemetry.watch(link.state.clone());
-    let stop = CancellationToken::new();
-    let mut loops = JoinSet::new();
-    let Prepared {
-        loader,
-        loaded,
-        _ticker,
-    } = prepared;
-    let versions: Vec<(Kind, u64)> = loaded.iter().map(|l| (l.kind, l.digest)).collect();
-    let mut dispatchers = Vec::new();
-    for (l, instruments) in loaded.into_iter().zip(instruments) {
-        let handler = l.guest.handler().clone();
-        let dispatcher = Arc::new(Dispatcher::new(l.guest, js.clone(), instruments));
-        dispatchers.push(dispatcher.clone());
-        info!(
-            handler = %handler.name,
-            stream = %handler.stream,
-            consumer = %handler.consumer,
-            concurrency = handler.concurrency,
-            "handler running"
-        );
-        let name = handler.name.clone();
-        let run = pull::run(
-            dispatcher,
-            api.clone(),
-            stop.clone(),
-            config.runtime.drain_timeout,
-        );
-        loops.spawn(async move { (name, run.await) });
-    }
-    // Reloads compare against the file as written, without the command
-    // line's overrides; a config that did not come from a file cannot reload.
-    match Config::load(&config.path) {
-        Ok(file) => {
-            let reloader = Arc::new(reload::Reloader::new(
-                file,
-                loader.clone(),
-                api.clone(),
-                dispatchers,
-                versions,
-                telemetry.reloads.clone(),
-            ));
-            tokio::spawn(reloader.run(config.runtime.watch, stop.clone()));
-        }
-        Err(e) => warn!(error = %e, "reloads are off: the config file cannot be read again"),
-    }
-    let mut failed = Vec::new();
-    tokio::select! {
-        _ = &mut shutdown => info!("shutting down: no new deliveries; draining"),
-        Some(ended) = loops.join_next() => failed.extend(ended_badly(ended)),
-    }
-    telemetry.shutting_down();
-    stop.cancel();
-    while let Some(ended) = loops.join_next().await {
-        failed.extend(ended_badly(ended));
-    }
-    if tokio::time::timeout(Duration::from_secs(1), link.client.flush())
-        .await
-        .is_err()
-    {
-        warn!(
-            connected = link.state.connected(),
-            "could not flush the last acks to the server; what they settled will be redelivered"
-        );
-    }
-    telemetry.flush();
-    if failed.is_empty() {
-        info!(reconnects = link.state.reconnects(), "stopped");
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!("{}", failed.join("; ")))
-    }
-}
-
-/// A handler loop that ended with an error or a panic, as one message.
-fn ended_badly(
-    ended: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
-) -> Option<String> {
-    let message = match ended {
-        Ok((_, Ok(()))) => return None,
-        Ok((name, Err(e))) => format!("handler \"{name}\" stopped: {e:#}"),
-        Err(e) => format!("a handler loop panicked: {e}"),
-    };
-    error!(error = %message, "a handler stopped; shutting the others down");
-    Some(message)
-}
-
-struct Started {
-    prepared: Prepared,
-    link: connect::Link,
-    /// For publishing outputs and dead-letter copies.
-    js: jetstream::Context,
-    /// For JetStream API requests: binding, pulling, consumer info.
-    api: jetstream::Context,
-}
-
-/// Compiles, connects and binds every handler, waiting out a server that
-/// cannot answer yet for up to `startup_timeout`.
-async fn start(config: &Config) -> anyhow::Result<Started> {
-    let prepared = prepare(config).await?;
-    let link = connect::link(&config.nats, "wharf").await?;
-    prepared
-        .loader
-        .max_payload
-        .set(link.client.server_info().max_payload);
-    // Two contexts: JetStream API requests (binding, consumer info) time out
-    // soon, so a host notices an election and asks again; PubAcks for
-    // outputs and dead-letter copies get the client's usual time.
-    //
-    // The client's own limit on unconfirmed publishes would make a publish
-    // wait for a free slot, while the flushes holding the slots wait for
-    // their remaining publishes to go out: with enough outputs in flight,
-    // every flush would wait forever. The host bounds them already
-    // (`concurrency` times `max_outbox_messages`), so the client does not.
-    let js = jetstream::ContextBuilder::new()
-        .max_ack_inflight(tokio::sync::Semaphore::MAX_PERMITS)
-        .build(link.client.clone());
-    let mut api = js.clone();
-    api.set_timeout(binding::REQUEST_TIMEOUT);
-    let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
-    for loaded in &prepared.loaded {
-        let handler = loaded.guest.handler();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let bound = match binding::subjects(&api, handler).await {
-                Ok(()) => binding::consumer(&api, handler, Seen::First)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match bound {
-                Ok(()) => break,
-                Err(BindError::Config(e)) => return Err(e),
-                Err(BindError::Unavailable(e)) => {
-                    if tokio::time::Instant::now() + delay > deadline {
-                        return Err(e.context(format!(
-                            "the server did not answer within startup_timeout ({})",
-                            humantime::format_duration(config.runtime.startup_timeout)
-                        )));
-                    }
-                    warn!(handler = %handler.name, error = format!("{e:#}"), "waiting for the server");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-    Ok(Started {
-        prepared,
-        link,
-        js,
-        api,
-    })
-}
-
-/// Measurements for the benchmark, through the same sandbox a delivery gets.
-pub mod bench {
-    use std::time::Duration;
-
-    use crate::bindings::{Delivery, Message};
-    use crate::config::Config;
-
-    /// Runs the first handler's component `n` times without NATS, each time
-    /// in a fresh instance with a 128-byte payload, and returns the mean
-    /// time to instantiate and the mean time of the call.
-    pub async fn per_delivery(config: &Config, n: u32) -> anyhow::Result<(Duration, Duration)> {
-        let prepared = super::prepare(config).await?;
-        let message = Message {
-            subject: "bench".into(),
-            payload: vec![0u8; 128],
-            headers: Vec::new(),
-            delivery: Delivery {
-                stream: "S".into(),
-                consumer: "c".into(),
-                stream_sequence: 1,
-                consumer_sequence: 1,
-                attempt: 1,
-                max_attempts: 5,
-                published_at_nanos: 0,
-            },
-        };
-        prepared.loaded[0].guest.time(&message, n).await
-    }
-}
+pub use ops::{dev, dlq, server};
+pub use service::{Signals, bench, check, check_with_server, run};

@@ -97,6 +97,26 @@ impl fmt::Display for DeadLetterKind {
     }
 }
 
+/// How a delivery was settled with the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Acked,
+    Naked,
+    DeadLettered(DeadLetterKind),
+    /// Undeliverable, terminated without a copy because the operator opted into dropping.
+    Dropped,
+    /// Nothing could be told to the broker; `ack_wait` will redeliver.
+    Abandoned,
+}
+
+/// Longest reason text stored in `Wharf-Reason`.
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
+
+/// A reason fit for one header value: one line, at most `MAX_REASON_BYTES`.
+pub(crate) fn clean_reason(text: &str) -> String {
+    crate::text::head(&crate::text::one_line(text), MAX_REASON_BYTES, "...")
+}
+
 /// What the host does with the message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -410,5 +430,13 @@ mod tests {
             let d = b.delay(1);
             assert!(d >= secs(10) && d <= secs(15), "{d:?}");
         }
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(2000);
+        let r = clean_reason(&long);
+        assert!(r.len() <= MAX_REASON_BYTES);
+        assert!(r.ends_with("..."));
     }
 }

@@ -4,6 +4,9 @@
 //! (`trace_id`, `span_id`, `parent_span_id`), so logs can be joined to
 //! traces; with the `otlp` feature the span is also exported.
 
+/// Longest `tracestate` carried over to outputs (the W3C limit is 512 bytes).
+pub(crate) const MAX_TRACESTATE: usize = 512;
+
 /// A trace id and a span id, as in a `traceparent` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpanContext {

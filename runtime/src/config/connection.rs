@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The URL used when neither the config nor `NATS_URL` names one.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+
 /// Connection settings. In a config file they form the `[nats]` table; on
 /// the command line each is a flag that also reads its `NATS_*` variable,
 /// and overrides the file.
@@ -66,7 +69,7 @@ impl Connection {
 
     /// The seed URLs, in order.
     pub fn urls(&self) -> Vec<String> {
-        let url = self.url.as_deref().unwrap_or(crate::connect::DEFAULT_URL);
+        let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
         url.split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())

@@ -1,16 +1,16 @@
 //! One delivery's Store: the per-delivery state every capability keeps
 //! (WASI, outbox, config values, log budget), the memory limiter and the
-//! wall-clock deadline. Only `crate::guest` creates Stores.
+//! wall-clock deadline. Only `super::guest` creates Stores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
-use crate::config::HandlerConfig;
-use crate::host::{
-    Imports, log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values, wasi::Wasi,
+use super::host::{
+    log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values, wasi::Wasi,
 };
+use crate::config::HandlerConfig;
 use crate::settle::Failure;
 
 /// The deadline error raised into the guest when its time is up.
@@ -90,7 +90,7 @@ impl Shared {
         Shared {
             name: Arc::from(handler.name.as_str()),
             values: Values::new(handler.values.clone()),
-            host_bytes: crate::host::publish::host_header_bytes(&handler),
+            host_bytes: super::host::publish::host_header_bytes(&handler),
             handler,
             max_payload,
         }
@@ -111,15 +111,6 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    /// The `wharf:handler/host` imports, borrowing each capability's state.
-    pub(crate) fn imports(&mut self) -> Imports<'_> {
-        Imports {
-            publish: &mut self.outbox,
-            values: &self.values,
-            log: &mut self.log,
-        }
-    }
-
     /// When the running delivery must have finished.
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline

@@ -1,23 +1,14 @@
-//! What a guest can reach: WASI p2 without files, sockets, environment or
-//! arguments (`wasi`), and the `wharf:handler/host` imports, one module per
-//! capability, each with its own per-delivery state: `publish` (the
-//! outbox), `values` (`config` lookups) and `log`.
-//!
-//! The per-delivery Store state (`crate::store::StoreState`) only holds these.
-//! A new capability is a new WIT interface, one module here with its state
-//! and its `Host` implementation, and one line in `add_to_linker`.
-
-pub(crate) mod log;
-pub(crate) mod publish;
-pub(crate) mod values;
-pub(crate) mod wasi;
+//! The linker every handler shares: WASI p2 and the `wharf:handler`
+//! imports, each capability reached through its state in the Store.
 
 use anyhow::Context as _;
 use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::bindings::wharf::handler::{host, types};
-use crate::bindings::{Header, Level, PublishError};
-use crate::store::StoreState;
+use super::bindings::wharf::handler::{host, types};
+use super::bindings::{Header, Level, PublishError};
+use super::host::{log, publish, values};
+use super::store::StoreState;
 
 /// The `wharf:handler/host` imports of one delivery, borrowing each
 /// capability's state from the Store.
@@ -25,6 +16,15 @@ pub(crate) struct Imports<'a> {
     pub publish: &'a mut publish::Outbox,
     pub values: &'a values::Values,
     pub log: &'a mut log::LogBudget,
+}
+
+/// The imports of the delivery whose Store this is.
+fn imports(state: &mut StoreState) -> Imports<'_> {
+    Imports {
+        publish: &mut state.outbox,
+        values: &state.values,
+        log: &mut state.log,
+    }
 }
 
 struct ImportsData;
@@ -56,8 +56,16 @@ impl host::Host for Imports<'_> {
 
 /// Builds the linker every handler shares: WASI p2 and the host imports.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
-    wasi::add_to_linker(linker)?;
-    crate::bindings::Handler::add_to_linker::<StoreState, ImportsData>(linker, StoreState::imports)
+    wasmtime_wasi::p2::add_to_linker_async(linker)
+        .map_err(anyhow::Error::from)
+        .context("linking WASI")?;
+    super::bindings::Handler::add_to_linker::<StoreState, ImportsData>(linker, imports)
         .map_err(anyhow::Error::from)
         .context("linking the wharf host API")
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.view()
+    }
 }

@@ -12,15 +12,16 @@ use async_nats::jetstream;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, error, info_span, warn};
 
-use crate::bindings::{Delivery, Header, Message};
 use crate::config::HandlerConfig;
-use crate::dead_letter;
-use crate::guest::{Guest, Ran};
+use crate::delivery::lease::Lease;
+use crate::effects::classify::{FlushError, StreamCache};
+use crate::effects::{Jet, dead_letter, outbox};
 use crate::headers;
-use crate::host::publish::Outgoing;
-use crate::lease::Lease;
-use crate::outbox::{self, FlushError, Source};
-use crate::settle::{Action, Backoff, DeadLetterKind, Outcome, settle};
+use crate::sandbox::bindings::{Delivery, Header, Message};
+use crate::sandbox::guest::{Guest, Ran};
+use crate::settle::{Action, Backoff, DeadLetterKind, Outcome, Settled, settle};
+use crate::source::Source;
+use crate::staged::Outgoing;
 use crate::telemetry::{HandlerTelemetry, Record};
 use crate::text::escape_controls;
 use crate::throttle::Throttle;
@@ -34,11 +35,11 @@ pub(crate) struct Dispatcher {
     /// The component and per-delivery settings new deliveries use; a reload
     /// swaps it, and deliveries already running finish on the one they took.
     current: RwLock<Arc<Version>>,
-    jet: outbox::Jet,
+    jet: Jet,
     /// Deliveries waiting for a stream that is unavailable.
     pub stalls: Stalls,
     /// Which stream stores each output subject.
-    streams: outbox::StreamCache,
+    streams: StreamCache,
     throttle: Throttle,
     pub telemetry: HandlerTelemetry,
 }
@@ -57,18 +58,6 @@ impl Version {
             guest,
         }
     }
-}
-
-/// How a delivery was settled with the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Settled {
-    Acked,
-    Naked,
-    DeadLettered(DeadLetterKind),
-    /// Undeliverable, terminated without a copy because the operator opted into dropping.
-    Dropped,
-    /// Nothing could be told to the broker; `ack_wait` will redeliver.
-    Abandoned,
 }
 
 /// Deliveries of one handler held because a stream they need (for outputs
@@ -118,9 +107,9 @@ impl Dispatcher {
             telemetry,
             handler: guest.handler().clone(),
             current: RwLock::new(Arc::new(Version::new(guest))),
-            jet: outbox::Jet::new(js),
+            jet: Jet::new(js),
             stalls: Stalls::default(),
-            streams: outbox::StreamCache::default(),
+            streams: StreamCache::default(),
             throttle: Throttle::default(),
         }
     }
@@ -172,7 +161,8 @@ impl Dispatcher {
             subject: msg.subject.as_str().to_owned(),
             stream_sequence: info.stream_sequence,
             trace,
-            tracestate: header(headers::TRACESTATE).filter(|s| s.len() <= outbox::MAX_TRACESTATE),
+            tracestate: header(headers::TRACESTATE)
+                .filter(|s| s.len() <= crate::trace::MAX_TRACESTATE),
         };
         let span = info_span!(
             "delivery",

@@ -5,13 +5,12 @@
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
+use super::Jet;
+use super::classify::{FlushError, Looked, classify};
 use crate::headers;
-use crate::host::publish::wire_size;
-use crate::outbox::{FlushError, Source, classify};
-use crate::settle::DeadLetterKind;
-
-/// Longest reason text stored in `Wharf-Reason`.
-pub(crate) const MAX_REASON_BYTES: usize = 1024;
+use crate::headers::wire_size;
+use crate::settle::{DeadLetterKind, clean_reason};
+use crate::source::Source;
 
 /// Why a message is being dead-lettered.
 #[derive(Debug, Clone)]
@@ -108,16 +107,11 @@ fn build(
     out
 }
 
-/// A reason fit for one header value: one line, at most `MAX_REASON_BYTES`.
-pub(crate) fn clean_reason(text: &str) -> String {
-    crate::text::head(&crate::text::one_line(text), MAX_REASON_BYTES, "...")
-}
-
 /// Publishes the copy and waits for JetStream to confirm it. A copy the
 /// stream refuses (too large for it, say) is told apart from an outage, as
 /// for outputs; a missing dead-letter stream is an outage.
 pub(crate) async fn publish(
-    jet: &crate::outbox::Jet,
+    jet: &Jet,
     subject: &str,
     headers: HeaderMap,
     payload: Bytes,
@@ -136,7 +130,7 @@ pub(crate) async fn publish(
         },
         Err(e) => e,
     };
-    let mut looked = crate::outbox::Looked::default();
+    let mut looked = Looked::default();
     Err(classify(jet, &mut looked, &what, subject, failed, &configured).await)
 }
 
@@ -222,13 +216,5 @@ mod tests {
             "1"
         );
         assert_eq!(h.get(headers::REASON_KIND).unwrap().as_str(), "rejected");
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(2000);
-        let r = clean_reason(&long);
-        assert!(r.len() <= MAX_REASON_BYTES);
-        assert!(r.ends_with("..."));
     }
 }

@@ -12,14 +12,18 @@ use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
-use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, RetentionPolicy};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
 use tracing::{info, warn};
 
 use crate::config::HandlerConfig;
-use crate::pull::PULL_EXPIRES;
+use crate::effects::classify::stored_by;
 use crate::subject;
+
+/// How long one pull request waits for messages. It bounds how long an idle
+/// handler takes to notice shutdown, at the cost of one request per period.
+pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 /// Why a handler could not be bound.
 #[derive(Debug)]
@@ -355,23 +359,6 @@ async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(
     }
     Ok(())
 }
-
-/// The stream that stores `subject`: `Ok(None)` when none does, an error
-/// when the server cannot say.
-pub(crate) async fn stored_by(
-    js: &jetstream::Context,
-    subject: &str,
-) -> anyhow::Result<Option<String>> {
-    match js.stream_by_subject(subject.to_string()).await {
-        Ok(stream) => Ok(Some(stream)),
-        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e)),
-    }
-}
-
-/// How long a JetStream API request may take while binding: long enough
-/// for a loaded server, short enough to ask again soon during an election.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

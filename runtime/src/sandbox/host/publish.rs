@@ -1,7 +1,7 @@
 //! The `publish` import: what a guest publishes goes into its delivery's
 //! outbox, checked against the handler's allow-list, header policy and
 //! limits, and never touches the network while the guest runs
-//! (`crate::outbox::flush` releases it once the delivery succeeded).
+//! (`crate::effects::outbox::flush` releases it once the delivery succeeded).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,32 +10,10 @@ use async_nats::HeaderMap;
 use async_nats::header::{HeaderName, HeaderValue};
 use bytes::Bytes;
 
-use crate::bindings::{Header, PublishError};
 use crate::config::HandlerConfig;
-use crate::headers::{self, GuestHeader};
-
-/// One message waiting in the outbox.
-#[derive(Debug, Clone)]
-pub(crate) struct Outgoing {
-    pub subject: String,
-    pub payload: Bytes,
-    /// The guest's headers, checked against the handler's policy.
-    pub headers: HeaderMap,
-    /// Whether the guest set its own `Nats-Msg-Id`, which then wins.
-    pub has_msg_id: bool,
-}
-
-/// Bytes a header set takes on the wire, as the server counts them against `max_payload`.
-pub(crate) fn wire_size(headers: &HeaderMap) -> usize {
-    let mut size = "NATS/1.0\r\n\r\n".len();
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        for v in values {
-            size += name.len() + 2 + v.as_str().len() + 2;
-        }
-    }
-    size
-}
+use crate::headers::{self, GuestHeader, wire_size};
+use crate::sandbox::bindings::{Header, PublishError};
+use crate::staged::Outgoing;
 
 /// The largest set of headers the host adds to one output: its id, the
 /// source trail and trace context. Counted against the outbox's byte limit
@@ -48,7 +26,7 @@ pub(crate) fn host_header_bytes(handler: &HandlerConfig) -> usize {
     h.insert(headers::SOURCE_STREAM, handler.stream.as_str());
     h.insert(headers::SOURCE_SEQUENCE, u64::MAX.to_string().as_str());
     h.insert(headers::TRACEPARENT, "00-".repeat(19).as_str());
-    wire_size(&h) + crate::outbox::MAX_TRACESTATE + headers::TRACESTATE.len() + 4
+    wire_size(&h) + crate::trace::MAX_TRACESTATE + headers::TRACESTATE.len() + 4
 }
 
 /// The server's `max_payload`, learnt when the host connects; 0 while unknown.

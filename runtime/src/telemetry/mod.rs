@@ -19,11 +19,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tracing::info;
 
+pub(crate) mod http;
+
 use crate::config::HandlerConfig;
 use crate::connect::LinkState;
-use crate::dispatch::Settled;
-use crate::outbox::Source;
 use crate::settle::DeadLetterKind;
+use crate::settle::Settled;
+use crate::source::Source;
 
 /// The WIT world every handler implements.
 pub const WIT_WORLD: &str = "wharf:handler/handler@0.1.0";
@@ -189,7 +191,7 @@ impl HandlerTelemetry {
             stream = %r.source.stream,
             sequence = r.source.stream_sequence,
             kind = %kind,
-            reason = %crate::dead_letter::clean_reason(r.reason.unwrap_or_default()),
+            reason = %crate::settle::clean_reason(r.reason.unwrap_or_default()),
             "dead-lettered"
         );
     }
@@ -519,7 +521,7 @@ mod otlp {
     use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
     use super::Record;
-    use crate::dispatch::Settled;
+    use crate::settle::Settled;
 
     pub(crate) struct Exporter {
         provider: SdkTracerProvider,

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use wasmtime::component::Linker;
 
-use crate::component;
 use crate::config::HandlerConfig;
-use crate::engine::{self, Demand, Engines, EpochTicker, Kind};
-use crate::guest::{self, Guest};
-use crate::host::publish::MaxPayload;
-use crate::store::{Shared, StoreState};
+use crate::sandbox::component;
+use crate::sandbox::engine::{self, Demand, Engines, EpochTicker, Kind};
+use crate::sandbox::guest::{self, Guest};
+use crate::sandbox::host::publish::MaxPayload;
+use crate::sandbox::store::{Shared, StoreState};
 
 /// The engines, one linker per engine, and what each can hold.
 pub(crate) struct Loader {

@@ -11,8 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use crate::dispatch::Dispatcher;
-use crate::lease::Lease;
+use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::lease::Lease;
 use crate::telemetry::HandlerStatus;
 
 /// A pulled message waiting for a free slot, holding its place in the bound.

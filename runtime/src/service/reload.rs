@@ -17,11 +17,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::binding::{self, BindError};
 use crate::config::{Config, HandlerConfig};
-use crate::dispatch::Dispatcher;
-use crate::engine::Kind;
-use crate::loader::Loader;
+use crate::delivery::binding::{self, BindError};
+use crate::delivery::dispatch::Dispatcher;
+use crate::sandbox::engine::Kind;
+use crate::sandbox::loader::Loader;
 
 /// How often `--watch` looks at the files.
 const WATCH_EVERY: Duration = Duration::from_secs(1);

@@ -149,7 +149,7 @@ impl Dlq {
                 let subject = h.dead_letter.clone().ok_or_else(|| {
                     anyhow::anyhow!("handler \"{}\" has no dead_letter subject", h.name)
                 })?;
-                let stream = crate::binding::stored_by(&js, &subject)
+                let stream = crate::effects::classify::stored_by(&js, &subject)
                     .await?
                     .ok_or_else(|| {
                         anyhow::anyhow!("no stream stores dead-letter subject \"{subject}\"")
@@ -260,7 +260,7 @@ impl Dlq {
         }
         // The copy's headers say where it came from; they are only trusted
         // as far as the server confirms them.
-        let stored_by = crate::binding::stored_by(&self.js, target).await?;
+        let stored_by = crate::effects::classify::stored_by(&self.js, target).await?;
         if stored_by.as_deref() != Some(source) {
             bail!(
                 "dead-letter message {}: its source subject \"{target}\" is not stored by its \

@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, stream};
 use tracing::info;
 
 use crate::config::{Config, Connection};
-use crate::server::NatsServer;
+use crate::ops::server::NatsServer;
 
 /// Creates every stream the configuration needs that does not exist yet:
 /// the declared `[[stream]]`s, then a dead-letter stream per handler whose
@@ -36,7 +36,7 @@ pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow:
         })?;
         let mut implied = Vec::new();
         if let Some(dl) = &h.dead_letter
-            && crate::binding::stored_by(js, dl).await?.is_none()
+            && crate::effects::classify::stored_by(js, dl).await?.is_none()
         {
             implied.push((
                 format!("WHARF_DLQ_{}", stream_name(&h.name)),
@@ -45,7 +45,7 @@ pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow:
         }
         let mut uncovered = Vec::new();
         for p in h.publish.patterns() {
-            if crate::binding::stored_by(js, p).await?.is_none() {
+            if crate::effects::classify::stored_by(js, p).await?.is_none() {
                 uncovered.push(p.clone());
             }
         }
@@ -95,7 +95,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyh
             Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     });
-    crate::check(&config).await?;
+    crate::service::check(&config).await?;
     let server = NatsServer::start()?;
     println!(
         "wharf dev: nats-server with JetStream at {} (store {}); Ctrl-C stops everything",
@@ -108,7 +108,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()>) -> anyh
     };
     let client = crate::connect::connect(&config.nats, "wharf-dev").await?;
     create_streams(&jetstream::new(client), &config).await?;
-    let result = crate::run_serving(config, shutdown, |addr| {
+    let result = crate::service::run_serving(config, shutdown, |addr| {
         println!("wharf dev: metrics at http://{addr}/metrics, health at /healthz and /readyz");
     })
     .await;

@@ -1,6 +1,6 @@
 //! Shutdown: the signals that start it, and how the binary turns them into
 //! the future `run` takes. Draining itself is the pull loop's last step
-//! (`crate::pull::run`), bounded by `drain_timeout`.
+//! (`crate::delivery::pull::run`), bounded by `drain_timeout`.
 
 use anyhow::Context as _;
 

@@ -15,9 +15,9 @@ use anyhow::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::HandlerPre;
-use crate::component::Footprint;
-use crate::store::StoreState;
+use crate::sandbox::bindings::HandlerPre;
+use crate::sandbox::component::Footprint;
+use crate::sandbox::store::StoreState;
 
 /// How often the epoch advances. Deadlines are checked, and looping guests
 /// yield to the async runtime, once per tick.
@@ -239,7 +239,7 @@ impl Drop for EpochTicker {
 /// sockets, environment or arguments) and the `wharf:handler/host` imports.
 pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    crate::host::add_to_linker(&mut linker)?;
+    super::linker::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

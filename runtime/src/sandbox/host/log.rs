@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::bindings::Level;
+use crate::sandbox::bindings::Level;
 
 /// Longest log line a guest may write; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;

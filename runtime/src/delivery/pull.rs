@@ -14,14 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::binding::{self, BindError, Seen};
-use crate::dispatch::Dispatcher;
-use crate::lease::Leases;
-use crate::line::{self, Line, Waiting};
-
-/// How long one pull request waits for messages. It bounds how long an idle
-/// handler takes to notice shutdown, at the cost of one request per period.
-pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(1);
+use crate::delivery::binding::{self, BindError, PULL_EXPIRES, Seen};
+use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::lease::Leases;
+use crate::delivery::line::{self, Line, Waiting};
 
 /// How long after a pull's expiry the host waits for the server to end it.
 const PULL_GRACE: Duration = Duration::from_millis(500);

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::{Handler, HandlerError, HandlerPre, Message};
 use crate::config::{HandlerConfig, Isolation};
-use crate::engine::EPOCH_TICK;
-use crate::host::publish::Outgoing;
-use crate::host::wasi::Output;
+use crate::sandbox::bindings::{Handler, HandlerError, HandlerPre, Message};
+use crate::sandbox::engine::EPOCH_TICK;
+use crate::sandbox::host::wasi::Output;
+use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
 use crate::settle::{Failure, Outcome};
-use crate::store::{Shared, StoreState, new_store, rearm};
+use crate::staged::Outgoing;
 use crate::telemetry::RunTimes;
 
 /// How much of the end of a guest's stderr a trap's reason keeps: that is

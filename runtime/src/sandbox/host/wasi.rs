@@ -4,13 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context as _;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-use crate::store::StoreState;
+use wasmtime_wasi::{WasiCtx, WasiCtxView};
 
 /// One delivery's WASI state. The context is built on the guest's first
 /// WASI call: many handlers never make one.
@@ -36,18 +33,6 @@ impl Wasi {
             table: &mut self.table,
         }
     }
-}
-
-impl WasiView for StoreState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        self.wasi.view()
-    }
-}
-
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)
-        .map_err(anyhow::Error::from)
-        .context("linking WASI")
 }
 
 /// The WASI context a guest gets: its stdout and stderr captured, no

@@ -1,0 +1,14 @@
+//! A message's way through the host, for one handler: bind the durable
+//! consumer (`binding`), pull only what there is room for (`pull`), keep it
+//! under a lease (`lease`) while it waits in line (`line`), and run it to
+//! its settlement (`dispatch`).
+//!
+//! Owns the order of steps and every ack, nak and term. It uses the
+//! sandbox to run guests and the effects to store what they caused; it may
+//! not import `service` or `ops`.
+
+pub(crate) mod binding;
+pub(crate) mod dispatch;
+pub(crate) mod lease;
+pub(crate) mod line;
+pub(crate) mod pull;

@@ -1,0 +1,31 @@
+//! What leaves the host toward JetStream once a delivery is decided: the
+//! outbox's outputs (`outbox`), the dead-letter copy (`dead_letter`), and
+//! how a failed publish is sorted into the output's fault or an outage
+//! (`classify`, with the stream look-ups it needs).
+//!
+//! Every publish here waits for its PubAck. It may import telemetry and the
+//! shared vocabulary, never `sandbox` (what a guest staged reaches it as
+//! `crate::staged` values), `delivery` or `service`.
+
+pub(crate) mod classify;
+pub(crate) mod dead_letter;
+pub(crate) mod outbox;
+
+use async_nats::jetstream;
+
+/// The JetStream contexts a flush uses: publishes wait for their PubAcks as
+/// long as the client usually waits; metadata look-ups (which stream stores
+/// a subject) time out soon, as every JetStream API request does.
+#[derive(Clone)]
+pub(crate) struct Jet {
+    pub publish: jetstream::Context,
+    pub api: jetstream::Context,
+}
+
+impl Jet {
+    pub(crate) fn new(publish: jetstream::Context) -> Jet {
+        let mut api = publish.clone();
+        api.set_timeout(crate::connect::REQUEST_TIMEOUT);
+        Jet { publish, api }
+    }
+}

@@ -1,0 +1,11 @@
+//! The commands beside `wharf run`: `dev` (a local server, the streams,
+//! the handlers), `dlq` (list, show, replay and purge dead-letter copies),
+//! and `server` (local `nats-server` children for dev, the tests and the
+//! benchmark).
+//!
+//! The top of the dependency order: it may import any layer; nothing
+//! imports it.
+
+pub mod dev;
+pub mod dlq;
+pub mod server;
