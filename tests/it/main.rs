@@ -14,6 +14,7 @@ mod example;
 mod failover;
 mod hostile;
 mod integrity;
+mod layout;
 mod no_std;
 mod operations;
 mod outputs;

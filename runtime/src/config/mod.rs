@@ -9,6 +9,7 @@
 
 mod connection;
 mod handler;
+mod stream;
 mod units;
 
 use std::fmt;
@@ -19,9 +20,8 @@ use serde::Deserialize;
 
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
+pub use stream::StreamConfig;
 pub use units::{mib, parse_duration, parse_size};
-
-use crate::subject;
 
 /// A configuration error that names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -59,18 +59,6 @@ pub struct RuntimeConfig {
     pub compile_cache: Option<PathBuf>,
 }
 
-/// A stream that `wharf dev` creates when it is missing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamConfig {
-    /// The stream's name.
-    pub name: String,
-    /// The subjects it stores.
-    pub subjects: Vec<String>,
-    /// The window in which JetStream drops a repeated `Nats-Msg-Id`; it bounds
-    /// how late a redelivery may be and still not duplicate its outputs.
-    pub duplicate_window: Duration,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -79,7 +67,7 @@ struct RawConfig {
     #[serde(default)]
     runtime: RawRuntime,
     #[serde(default, rename = "stream")]
-    streams: Vec<RawStream>,
+    streams: Vec<stream::RawStream>,
     #[serde(default, rename = "handler")]
     handlers: Vec<handler::RawHandler>,
 }
@@ -92,14 +80,6 @@ struct RawRuntime {
     metrics_addr: Option<String>,
     watch: Option<bool>,
     compile_cache: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStream {
-    name: String,
-    subjects: Vec<String>,
-    duplicate_window: Option<String>,
 }
 
 /// Defaults, documented in the README's config reference.
@@ -255,7 +235,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let streams = raw
         .streams
         .into_iter()
-        .map(|s| validate_stream(&top, s))
+        .map(|s| stream::validate(&top, s))
         .collect::<Result<Vec<_>, _>>()?;
 
     if raw.handlers.is_empty() {
@@ -327,188 +307,5 @@ pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     })
 }
 
-fn validate_stream(top: &Site<'_>, s: RawStream) -> Result<StreamConfig, ConfigError> {
-    if !units::is_valid_name(&s.name) {
-        return Err(top.err(
-            "stream.name",
-            format!("\"{}\" is not a valid stream name", s.name),
-        ));
-    }
-    if s.subjects.is_empty() {
-        return Err(top.err(
-            "stream.subjects",
-            format!("stream \"{}\" needs at least one subject", s.name),
-        ));
-    }
-    for subject in &s.subjects {
-        subject::validate(subject, true)
-            .map_err(|e| top.err("stream.subjects", format!("stream \"{}\": {e}", s.name)))?;
-    }
-    Ok(StreamConfig {
-        duplicate_window: top.duration(
-            "stream.duplicate_window",
-            s.duplicate_window.as_deref(),
-            defaults::DUPLICATE_WINDOW,
-        )?,
-        name: s.name,
-        subjects: s.subjects,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-        [[handler]]
-        name = "orders"
-        component = "orders.wasm"
-        stream = "ORDERS"
-        dead_letter = "dlq.orders"
-    "#;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(Path::new("/etc/wharf/wharf.toml"), text)
-    }
-
-    #[test]
-    fn minimal_config_gets_documented_defaults() {
-        let c = parse(MINIMAL).unwrap();
-        let h = &c.handlers[0];
-        assert_eq!(h.consumer, "wharf-orders");
-        assert_eq!(h.component, Path::new("/etc/wharf/orders.wasm"));
-        assert_eq!(h.max_attempts, defaults::MAX_ATTEMPTS);
-        assert_eq!(h.backoff, defaults::BACKOFF.to_vec());
-        assert_eq!(h.memory, defaults::MEMORY);
-    }
-
-    #[test]
-    fn prefetch_defaults_to_concurrency_and_is_bounded() {
-        let c = parse(&format!("{MINIMAL}\nconcurrency = 8\n")).unwrap();
-        assert_eq!(c.handlers[0].prefetch, 8);
-        let c = parse(&format!("{MINIMAL}\nprefetch = 0\n")).unwrap();
-        assert_eq!(c.handlers[0].prefetch, 0);
-        let err = parse(&format!("{MINIMAL}\nprefetch = 20000\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("handler \"orders\"") && err.contains("`prefetch`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn unknown_field_names_file_and_field() {
-        let err = parse(&format!("{MINIMAL}\nmax_attempt = 3\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/etc/wharf/wharf.toml"), "{err}");
-        assert!(err.contains("max_attempt"), "{err}");
-    }
-
-    #[test]
-    fn bad_duration_names_handler_and_field() {
-        let err = parse(&format!("{MINIMAL}\ntimeout = \"ten seconds\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("handler \"orders\""), "{err}");
-        assert!(err.contains("`timeout`"), "{err}");
-    }
-
-    #[test]
-    fn missing_dead_letter_is_an_error_unless_dropping_is_explicit() {
-        let text = MINIMAL.replace("dead_letter = \"dlq.orders\"", "");
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("`dead_letter`"), "{err}");
-        let ok = parse(&format!("{text}\ndrop_after_max_attempts = true\n")).unwrap();
-        assert!(ok.handlers[0].dead_letter.is_none());
-    }
-
-    #[test]
-    fn handler_names_with_control_characters_are_refused() {
-        let text = MINIMAL.replace("name = \"orders\"", "name = \"ord\\r\\ners\"");
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("`handler.name`"), "{err}");
-        assert!(!err.contains('\n'), "{err}");
-    }
-
-    /// A quote or backslash would break the metrics page's labels, a '.' the
-    /// default durable name: each is refused as the name's own fault.
-    #[test]
-    fn handler_names_are_letters_digits_dashes_and_underscores() {
-        for bad in [r#"a\"b"#, r"a\\b", "orders.v2", "a b", "ä"] {
-            let text = MINIMAL.replace("name = \"orders\"", &format!("name = \"{bad}\""));
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains("`handler.name`"), "{bad}: {err}");
-        }
-        let ok = MINIMAL.replace("name = \"orders\"", "name = \"Orders_v2-eu\"");
-        parse(&ok).unwrap();
-    }
-
-    #[test]
-    fn the_allow_list_may_not_reach_the_server_or_the_dead_letter_subject() {
-        let err = parse(&format!("{MINIMAL}\npublish = [\"$JS.API.>\"]\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`publish`") && err.contains("reserved"),
-            "{err}"
-        );
-        let err = parse(&format!("{MINIMAL}\npublish = [\">\"]\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`publish`") && err.contains("dead-letter subject"),
-            "{err}"
-        );
-        let ok = parse(&format!("{MINIMAL}\npublish = [\"out.>\"]\n")).unwrap();
-        assert!(ok.handlers[0].publish.allows("out.a"));
-    }
-
-    #[test]
-    fn two_handlers_on_one_consumer_are_refused() {
-        let second = MINIMAL.replace("name = \"orders\"", "name = \"audit\"");
-        let text = format!("{MINIMAL}\nconsumer = \"shared\"\n{second}\nconsumer = \"shared\"\n");
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("`consumer`") && err.contains("\"orders\""),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn durations_are_bounded() {
-        let err = parse(&format!("{MINIMAL}\ntimeout = \"300000000000years\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`timeout`"), "{err}");
-        let err = parse(&format!("{MINIMAL}\ntimeout = \"1ns\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`timeout`"), "{err}");
-        let err = parse(&format!(
-            "[runtime]\nstartup_timeout = \"99999years\"\n{MINIMAL}"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("startup_timeout"), "{err}");
-    }
-
-    #[test]
-    fn names_cannot_hold_the_id_separator() {
-        let err = parse(&format!("{MINIMAL}\nconsumer = \"c:7\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`consumer`"), "{err}");
-    }
-
-    #[test]
-    fn allow_headers_only_names_nats_headers() {
-        let ok = parse(&format!("{MINIMAL}\nallow_headers = [\"Nats-TTL\"]\n")).unwrap();
-        assert_eq!(ok.handlers[0].allow_headers, ["Nats-TTL"]);
-        let err = parse(&format!("{MINIMAL}\nallow_headers = [\"Wharf-Reason\"]\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`allow_headers`"), "{err}");
-    }
-}
+mod tests;

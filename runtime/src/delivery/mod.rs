@@ -7,8 +7,10 @@
 //! sandbox to run guests and the effects to store what they caused; it may
 //! not import `service` or `ops`.
 
+mod apply;
 pub(crate) mod binding;
 pub(crate) mod dispatch;
 pub(crate) mod lease;
 pub(crate) mod line;
 pub(crate) mod pull;
+mod stalls;

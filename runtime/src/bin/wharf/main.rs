@@ -3,113 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser as _;
 use wharf::config::{Config, Connection};
+
+mod args;
+
+use args::{Cli, Command, DlqAction};
 use wharf::dlq::Selector;
-
-#[derive(Parser)]
-#[command(
-    name = "wharf",
-    version = concat!(
-        env!("CARGO_PKG_VERSION"),
-        " (handler world wharf:handler/handler@0.1.0, wasmtime 48)"
-    ),
-    about = "Run WebAssembly message handlers against NATS JetStream"
-)]
-struct Cli {
-    /// Log format: `text` for people, `json` (one object per line) for log shippers.
-    #[arg(long, global = true, env = "WHARF_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// The operator's HTTP listener, and reloads.
-#[derive(Args)]
-struct MetricsArg {
-    /// Also reload when the config file or a component file changes (SIGHUP always reloads).
-    #[arg(long)]
-    watch: bool,
-    /// Serve /metrics, /healthz and /readyz here (overrides `[runtime] metrics_addr`).
-    #[arg(long, env = "WHARF_METRICS_ADDR", value_name = "ADDR", value_parser = wharf::config::parse_addr)]
-    metrics_addr: Option<std::net::SocketAddr>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the handlers as a service until SIGINT or SIGTERM.
-    Run {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
-        nats: Connection,
-        #[command(flatten)]
-        metrics: MetricsArg,
-    },
-    /// Check the config and that every component implements the handler world, without a server.
-    Check {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Also check, on this server, that every stream exists and every
-        /// dead-letter and publish subject is stored by a stream.
-        #[arg(long, value_name = "URL")]
-        server: Option<String>,
-    },
-    /// Start a local nats-server, create the streams the config needs, and run the handlers.
-    Dev {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
-        metrics: MetricsArg,
-    },
-    /// Inspect, replay or purge dead-letter messages.
-    Dlq {
-        /// The configuration file; the handler's `dead_letter` subject locates the copies.
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// The handler whose dead-letters to use (needed when the config has several).
-        #[arg(long)]
-        handler: Option<String>,
-        /// Use this dead-letter stream directly instead of a config.
-        #[arg(long, conflicts_with_all = ["config", "handler"])]
-        stream: Option<String>,
-        #[command(flatten)]
-        nats: Connection,
-        #[command(subcommand)]
-        action: DlqAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum DlqAction {
-    /// One line per dead-letter message: sequence, source subject, kind, deliveries, time, reason.
-    List,
-    /// Every header and a payload preview of one message.
-    Show {
-        /// The message's sequence in the dead-letter stream.
-        seq: u64,
-    },
-    /// Republish messages to their original subject with a new Nats-Msg-Id.
-    Replay {
-        /// `all`, a sequence (7), a range (3-9) or a list (1,4,10-12).
-        selector: String,
-        /// Delete each dead-letter message once its replay is confirmed.
-        #[arg(long)]
-        remove: bool,
-    },
-    /// Delete messages from the dead-letter stream.
-    Purge {
-        /// `all`, a sequence (7), a range (3-9) or a list (1,4,10-12).
-        selector: String,
-    },
-}
-
-#[derive(Args)]
-struct ConfigArg {
-    /// The configuration file.
-    #[arg(short, long, default_value = "wharf.toml")]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
