@@ -4,8 +4,11 @@
 //! keep durations and sizes as strings and reject unknown fields; validation
 //! then turns them into typed settings, so every error can name the file, the
 //! handler and the field. One module per section: `connection` (`[nats]`),
-//! `handler` (`[[handler]]`), and the small `[runtime]` and `[[stream]]`
-//! tables here.
+//! `handler` (`[[handler]]`), `stream` (`[[stream]]`), and the small
+//! `[runtime]` table here.
+//!
+//! Part of the shared vocabulary: every layer reads it, and it imports only
+//! `subject` and `headers`.
 
 mod connection;
 mod handler;

@@ -4,6 +4,11 @@
 //! dead-letter log line, and (with the `otlp` feature) an exported span.
 //! Gauges are read from the handlers' state when `/metrics` is scraped, so
 //! nothing on the hot path updates them.
+//!
+//! Every layer that settles or runs deliveries may import this folder's
+//! value types; it imports only the shared vocabulary (config, connect,
+//! settle, source, trace), never `sandbox`, `effects`, `delivery` or
+//! `service`.
 
 mod handler;
 pub(crate) mod http;
