@@ -24,15 +24,16 @@
 //! `sandbox/` and `effects/` do not import each other. The files at the top
 //! are the shared vocabulary every layer may use and that imports no layer:
 //! `config/`, `connect` (the NATS connection), `subject`, `headers`,
-//! `trace`, `text`, `throttle`, `settle` (the settlement table), `source`
-//! (where a delivery came from) and `staged` (what a delivery asks for once
-//! it succeeds).
+//! `trace`, `text`, `throttle`, `settle` (the settlement table), `backoff`
+//! (retry delays), `source` (where a delivery came from) and `staged` (what
+//! a delivery asks for once it succeeds).
 //!
 //! The public API is what the `wharf` binary, the tests and the benchmark
 //! need: [`run`], [`check`], [`check_with_server`], [`config`], [`connect`],
 //! [`dev`], [`dlq`], [`server`] and [`mod@bench`]. Everything else is private
 //! to the crate (ARCHITECTURE.md maps it).
 
+mod backoff;
 pub mod config;
 pub mod connect;
 mod delivery;

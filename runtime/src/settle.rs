@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::backoff::Backoff;
+
 /// Why a guest failed without returning a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -35,6 +37,10 @@ pub enum Outcome {
     /// never settled (the host crashed, was killed, or handed it back), so
     /// the guest is not run again.
     PastFinalAttempt,
+    /// In ordered mode with `key_after_dead_letter = "stop"`: an earlier
+    /// message with the same key was dead-lettered, so this one is parked
+    /// without running the guest; `reason` names the earlier message.
+    KeyStopped { reason: String },
     /// The host could not store the outputs or the dead-letter copy;
     /// `tries` failed so far. An `outage` (the server unreachable, a stream
     /// electing a leader) is tried again often, so the handler resumes soon
@@ -53,11 +59,13 @@ pub enum DeadLetterKind {
     Memory,
     Output,
     Crashed,
+    /// Parked behind an earlier message of its key that was dead-lettered.
+    Blocked,
 }
 
 impl DeadLetterKind {
     /// Every kind, for metrics that start each at zero.
-    pub const ALL: [DeadLetterKind; 7] = [
+    pub const ALL: [DeadLetterKind; 8] = [
         DeadLetterKind::Rejected,
         DeadLetterKind::Exhausted,
         DeadLetterKind::Trap,
@@ -65,6 +73,7 @@ impl DeadLetterKind {
         DeadLetterKind::Memory,
         DeadLetterKind::Output,
         DeadLetterKind::Crashed,
+        DeadLetterKind::Blocked,
     ];
 
     /// The header value.
@@ -77,6 +86,7 @@ impl DeadLetterKind {
             DeadLetterKind::Memory => "memory",
             DeadLetterKind::Output => "output",
             DeadLetterKind::Crashed => "crashed",
+            DeadLetterKind::Blocked => "blocked",
         }
     }
 }
@@ -142,43 +152,6 @@ pub const HOST_RETRY_OUTAGE_MAX: Duration = Duration::from_secs(1);
 /// The longest delay between two tries of a step the server refused.
 pub const HOST_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// The retry delays of one handler.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// Delay after a failure on attempt n is `steps[n - 1]`; the last entry repeats.
-    steps: Vec<Duration>,
-    /// Fraction of random spread added on top of each delay.
-    jitter: f64,
-    /// The longest delay a guest may ask for.
-    max_guest_delay: Duration,
-}
-
-impl Backoff {
-    pub fn new(steps: Vec<Duration>, jitter: f64, max_guest_delay: Duration) -> Backoff {
-        assert!(!steps.is_empty(), "config validation guarantees one step");
-        Backoff {
-            steps,
-            jitter,
-            max_guest_delay,
-        }
-    }
-
-    /// The schedule's delay after a failure on `attempt` (1-based), without jitter.
-    pub fn base(&self, attempt: u32) -> Duration {
-        let i = (attempt.max(1) as usize - 1).min(self.steps.len() - 1);
-        self.steps[i]
-    }
-
-    /// The delay to use after a failure on `attempt`, with jitter applied.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self.base(attempt);
-        if self.jitter == 0.0 {
-            return base;
-        }
-        base.mul_f64(1.0 + self.jitter * fastrand::f64())
-    }
-}
-
 /// Maps what a delivery produced to what the host does next.
 ///
 /// `attempt` is this delivery's attempt (1-based); on `max_attempts` and after
@@ -221,6 +194,10 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
                  delivery never settled (the host crashed, was killed, or handed the message back \
                  at shutdown), or max_attempts was lowered since, so the handler was not run again"
             ),
+        },
+        Outcome::KeyStopped { reason } => Action::DeadLetter {
+            kind: DeadLetterKind::Blocked,
+            reason,
         },
         Outcome::HostFailed { tries, outage } => Action::RetryStep {
             delay: HOST_RETRY_FIRST
@@ -352,6 +329,23 @@ mod tests {
                      again",
                 ),
             ),
+            // A message parked behind its stopped key is dead-lettered as blocked, on any attempt.
+            (
+                Outcome::KeyStopped {
+                    reason: "key stopped".into(),
+                },
+                1,
+                3,
+                dl(DeadLetterKind::Blocked, "key stopped"),
+            ),
+            (
+                Outcome::KeyStopped {
+                    reason: "key stopped".into(),
+                },
+                4,
+                3,
+                dl(DeadLetterKind::Blocked, "key stopped"),
+            ),
             // Host-side failures keep the message, backing off exponentially up to a cap.
             (
                 Outcome::HostFailed {
@@ -411,24 +405,6 @@ mod tests {
         for (outcome, attempt, max, expected) in rows {
             let got = settle(outcome.clone(), attempt, max, &backoff);
             assert_eq!(got, expected, "{outcome:?} on attempt {attempt}/{max}");
-        }
-    }
-
-    #[test]
-    fn backoff_repeats_its_last_step() {
-        let b = Backoff::new(vec![secs(1), secs(2)], 0.0, secs(3600));
-        assert_eq!(b.delay(1), secs(1));
-        assert_eq!(b.delay(2), secs(2));
-        assert_eq!(b.delay(9), secs(2));
-        assert_eq!(b.delay(0), secs(1));
-    }
-
-    #[test]
-    fn jitter_only_adds_within_its_fraction() {
-        let b = Backoff::new(vec![secs(10)], 0.5, secs(3600));
-        for _ in 0..100 {
-            let d = b.delay(1);
-            assert!(d >= secs(10) && d <= secs(15), "{d:?}");
         }
     }
 

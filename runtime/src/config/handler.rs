@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::order::{AfterDeadLetter, OrderBy};
 use super::units::{is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
 use crate::subject::{self, AllowList};
@@ -79,6 +80,14 @@ pub struct HandlerConfig {
     /// Whether a consumer deleted while the host runs is created again (from
     /// the start of the stream) instead of stopping the handler.
     pub recreate_consumer: bool,
+    /// Ordered mode: where each message's key comes from. A message starts
+    /// only after the previous one with its key has settled.
+    pub order_by: Option<OrderBy>,
+    /// Ordered mode: what a key does after one of its messages is dead-lettered.
+    pub key_after_dead_letter: AfterDeadLetter,
+    /// Ordered mode without consumer priority groups (servers before 2.11):
+    /// the operator runs this handler on one host only.
+    pub single_host: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +123,9 @@ pub(super) struct RawHandler {
     isolation: Option<String>,
     reuse_deliveries: Option<u32>,
     recreate_consumer: Option<bool>,
+    order_by: Option<String>,
+    key_after_dead_letter: Option<String>,
+    single_host: Option<bool>,
 }
 
 impl RawHandler {
@@ -138,6 +150,7 @@ pub(super) fn validate(
     h: RawHandler,
     resolve: impl Fn(PathBuf) -> PathBuf,
 ) -> Result<HandlerConfig, ConfigError> {
+    let (order_by, key_after_dead_letter, single_host) = ordered(site, &h)?;
     let stream = h.stream;
     if !is_valid_name(&stream) {
         return Err(site.err("stream", format!("\"{stream}\" is not a valid stream name")));
@@ -242,6 +255,9 @@ pub(super) fn validate(
         values: h.config,
         isolation,
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
+        order_by,
+        key_after_dead_letter,
+        single_host,
         name: h.name,
     })
 }
@@ -271,6 +287,15 @@ impl HandlerConfig {
         }
         if self.recreate_consumer != other.recreate_consumer {
             changed.push("recreate_consumer");
+        }
+        if self.order_by != other.order_by {
+            changed.push("order_by");
+        }
+        if self.key_after_dead_letter != other.key_after_dead_letter {
+            changed.push("key_after_dead_letter");
+        }
+        if self.single_host != other.single_host {
+            changed.push("single_host");
         }
         changed
     }
@@ -354,6 +379,35 @@ fn isolation(
             ));
         }
     })
+}
+
+/// Ordered mode's settings, which only go with `order_by`.
+fn ordered(
+    site: &Site<'_>,
+    h: &RawHandler,
+) -> Result<(Option<OrderBy>, AfterDeadLetter, bool), ConfigError> {
+    let after = AfterDeadLetter::parse(h.key_after_dead_letter.as_deref())
+        .map_err(|e| site.err("key_after_dead_letter", e))?;
+    let Some(order_by) = &h.order_by else {
+        for (set, field) in [
+            (h.key_after_dead_letter.is_some(), "key_after_dead_letter"),
+            (h.single_host.is_some(), "single_host"),
+        ] {
+            if set {
+                return Err(site.err(field, "only applies with order_by"));
+            }
+        }
+        return Ok((None, after, false));
+    };
+    let order_by = OrderBy::parse(order_by).map_err(|e| site.err("order_by", e))?;
+    if after == AfterDeadLetter::Stop && h.dead_letter.is_none() {
+        return Err(site.err(
+            "key_after_dead_letter",
+            "\"stop\" needs a dead_letter subject: a key stays stopped while the \
+             dead-letter stream holds the copy of the message that stopped it",
+        ));
+    }
+    Ok((Some(order_by), after, h.single_host.unwrap_or(false)))
 }
 
 /// Checks the handler's name before anything else refers to it.

@@ -12,6 +12,7 @@
 
 mod connection;
 mod handler;
+mod order;
 mod stream;
 mod units;
 
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
+pub use order::{AfterDeadLetter, MAX_PARTITIONS, OrderBy, Partitioning};
 pub use stream::StreamConfig;
 pub use units::{mib, parse_duration, parse_size};
 

@@ -11,15 +11,18 @@
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
+use async_nats::jetstream::consumer::{
+    AckPolicy, DeliverPolicy, PriorityPolicy, PullConsumer, ReplayPolicy, pull,
+};
 use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, RetentionPolicy};
+use async_nats::jetstream::stream::ConsumerCreateStrictErrorKind;
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
 use tracing::{info, warn};
 
 use crate::config::HandlerConfig;
-use crate::effects::classify::stored_by;
-use crate::subject;
+
+/// The one priority group of an ordered handler's consumers.
+pub(crate) const GROUP: &str = "wharf";
 
 /// How long one pull request waits for messages. It bounds how long an idle
 /// handler takes to notice shutdown, at the cost of one request per period.
@@ -42,8 +45,21 @@ impl BindError {
     }
 }
 
+/// How much longer than `ack_wait` an ordered consumer's pin outlives its
+/// host's last request: when a host dies, the pin moves only after every
+/// message it held has passed its ack deadline and waits for redelivery,
+/// so the next host gets those first.
+pub(crate) const PIN_MARGIN: Duration = Duration::from_secs(3);
+
+/// Whether the handler's consumers pin one host at a time (ordered mode,
+/// unless `single_host`).
+pub(crate) fn pinned(handler: &HandlerConfig) -> bool {
+    handler.order_by.is_some() && !handler.single_host
+}
+
 /// The consumer settings Wharf needs for `handler`.
 pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
+    let pinned = pinned(handler);
     pull::Config {
         durable_name: Some(handler.consumer.clone()),
         description: Some(format!("wharf handler \"{}\"", handler.name)),
@@ -55,6 +71,21 @@ pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
         max_deliver: -1,
         filter_subject: handler.filter_subject.clone().unwrap_or_default(),
         max_ack_pending: max_ack_pending(handler),
+        priority_policy: if pinned {
+            PriorityPolicy::PinnedClient
+        } else {
+            PriorityPolicy::None
+        },
+        priority_groups: if pinned {
+            vec![GROUP.to_string()]
+        } else {
+            Vec::new()
+        },
+        priority_timeout: if pinned {
+            handler.ack_wait + PIN_MARGIN
+        } else {
+            Duration::ZERO
+        },
         ..Default::default()
     }
 }
@@ -251,6 +282,28 @@ pub(crate) fn differences(
             humantime::format_duration(PULL_EXPIRES)
         ));
     }
+    if have.priority_policy != want.priority_policy || have.priority_groups != want.priority_groups
+    {
+        diffs.push(format!(
+            "its priority policy is {:?} with groups {:?}; {}",
+            have.priority_policy,
+            have.priority_groups,
+            if want.priority_policy == PriorityPolicy::PinnedClient {
+                "ordered mode needs pinned_client with the group \"wharf\""
+            } else {
+                "Wharf needs none"
+            }
+        ));
+    } else if want.priority_policy == PriorityPolicy::PinnedClient
+        && have.priority_timeout != want.priority_timeout
+    {
+        diffs.push(format!(
+            "priority_timeout is {}, ordered mode needs {} (ack_wait + {})",
+            humantime::format_duration(have.priority_timeout),
+            humantime::format_duration(want.priority_timeout),
+            humantime::format_duration(PIN_MARGIN)
+        ));
+    }
     if !have.inactive_threshold.is_zero() {
         diffs.push(format!(
             "inactive_threshold is {}: the server would delete it when idle",
@@ -258,106 +311,6 @@ pub(crate) fn differences(
         ));
     }
     diffs
-}
-
-/// Checks that dead-letter copies and literal outputs have a stream to land
-/// in, and that dead-letter copies cannot loop back into the handler's own consumer.
-pub(crate) async fn subjects(
-    js: &jetstream::Context,
-    handler: &HandlerConfig,
-) -> Result<(), BindError> {
-    if let Some(dl) = &handler.dead_letter {
-        let stored = stored_by(js, dl).await.map_err(|e| {
-            BindError::Unavailable(e.context(format!(
-                "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
-                handler.name
-            )))
-        })?;
-        let Some(stream) = stored else {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\"; \
-                 create one (e.g. `nats stream add DLQ --subjects '{dl}'`) so dead-letter copies are kept",
-                handler.name
-            )));
-        };
-        let retention = js
-            .get_stream(&stream)
-            .await
-            .map(|s| s.cached_info().config.retention)
-            .map_err(|e| {
-                BindError::Unavailable(anyhow::anyhow!(
-                    "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
-                    handler.name
-                ))
-            })?;
-        if retention == RetentionPolicy::Interest {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
-                 keeps messages only while a consumer is interested: dead-letter copies would \
-                 vanish; use a stream with limits retention",
-                handler.name
-            )));
-        }
-        let filter_hits = handler
-            .filter_subject
-            .as_deref()
-            .is_none_or(|f| subject::matches(f, dl));
-        if stream == handler.stream && filter_hits {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
-                 stream \"{}\" and would be delivered back to it; use a subject outside its filter",
-                handler.name,
-                handler.stream
-            )));
-        }
-    }
-    own_input(js, handler).await?;
-    for subject in handler.publish.literals() {
-        let stored = stored_by(js, subject).await.map_err(|e| {
-            BindError::Unavailable(e.context(format!(
-                "handler \"{}\": finding the stream for publish subject \"{subject}\"",
-                handler.name
-            )))
-        })?;
-        if stored.is_none() {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `publish`: no stream stores subject \"{subject}\"; \
-                 outputs must land in JetStream, so create a stream for it",
-                handler.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses an allow-list that reaches the handler's own input (its
-/// stream's subjects, within its filter): every output would be delivered
-/// back to the handler, which would publish again, without end.
-async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
-    let input = stream(js, handler).await?;
-    let subjects = &input.cached_info().config.subjects;
-    for pattern in handler.publish.patterns() {
-        let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
-            && handler
-                .filter_subject
-                .as_deref()
-                .is_none_or(|f| subject::overlap(pattern, f));
-        if reaches {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
-                 (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
-                 allow-list or the filter",
-                handler.name,
-                handler.stream,
-                handler
-                    .filter_subject
-                    .as_deref()
-                    .map(|f| format!(", filter \"{f}\""))
-                    .unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -420,6 +373,10 @@ mod tests {
                 Box::new(|c| c.inactive_threshold = Duration::from_secs(5)),
             ),
             ("push", Box::new(|c| c.deliver_subject = Some("x".into()))),
+            (
+                "priority",
+                Box::new(|c| c.priority_policy = PriorityPolicy::PinnedClient),
+            ),
         ];
         for (name, change) in cases {
             let mut have = base.clone();

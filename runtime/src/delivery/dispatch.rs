@@ -104,7 +104,10 @@ impl Dispatcher {
                 return Settled::Abandoned;
             }
         };
-        let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        // In ordered mode a retry runs again in place, within one delivery.
+        let attempt = u32::try_from(info.delivered.max(1))
+            .unwrap_or(u32::MAX)
+            .saturating_add(lease.retries_in_place());
         let header = |name: &str| {
             msg.headers
                 .as_ref()
@@ -154,8 +157,15 @@ impl Dispatcher {
                     .unwrap_or(0),
             },
         };
+        let stopped = lease.stopped_key().map(str::to_owned);
         async move {
-            let ran = if attempt > handler.max_attempts {
+            let ran = if let Some(reason) = stopped {
+                Ran {
+                    outcome: Outcome::KeyStopped { reason },
+                    outputs: Vec::new(),
+                    times: None,
+                }
+            } else if attempt > handler.max_attempts {
                 Ran {
                     outcome: Outcome::PastFinalAttempt,
                     outputs: Vec::new(),

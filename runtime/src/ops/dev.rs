@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, stream};
 use tracing::info;
 
 use crate::config::{Config, Connection};
+use crate::connect::{SUBJECT_TRANSFORMS, server_version};
 use crate::ops::server::NatsServer;
 
 /// Creates every stream the configuration needs that does not exist yet:
@@ -15,16 +16,46 @@ use crate::ops::server::NatsServer;
 /// subjects no stream stores.
 pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
     for s in &config.streams {
-        js.get_or_create_stream(stream::Config {
-            name: s.name.clone(),
-            subjects: s.subjects.clone(),
-            duplicate_window: s.duplicate_window,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("creating stream \"{}\"", s.name))?;
+        let (subjects, subject_transform) = match s.partitioned() {
+            Some(((source, destination), stored)) => (
+                stored,
+                Some(stream::SubjectTransform {
+                    source,
+                    destination,
+                }),
+            ),
+            None => (s.subjects.clone(), None),
+        };
+        let partitioned = subject_transform.is_some();
+        if partitioned && server_version(&js.client()) < SUBJECT_TRANSFORMS {
+            anyhow::bail!(
+                "stream \"{}\": field `partitions`: nats-server {} has no subject transforms \
+                 (they need 2.10 or later, and ordered mode on several hosts 2.11), so the \
+                 stream cannot be partitioned; remove `partitions`",
+                s.name,
+                js.client().server_info().version
+            );
+        }
+        let created = js
+            .get_or_create_stream(stream::Config {
+                name: s.name.clone(),
+                subjects,
+                subject_transform,
+                duplicate_window: s.duplicate_window,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("creating stream \"{}\"", s.name))?;
+        // An existing stream keeps its own subjects.
+        if partitioned && created.cached_info().config.subject_transform.is_none() {
+            anyhow::bail!(
+                "stream \"{}\": field `partitions`: the stream exists without a partition \
+                 transform; delete it to have it created partitioned, or remove `partitions`",
+                s.name
+            );
+        }
     }
     for h in &config.handlers {
         js.get_stream(&h.stream).await.map_err(|_| {

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::connect;
 use crate::delivery::binding::{self, BindError, Seen};
 use crate::delivery::dispatch::Dispatcher;
-use crate::delivery::pull;
+use crate::delivery::{ordered, partition, pull, subjects};
 use crate::sandbox::engine;
 use crate::sandbox::engine::Kind;
 use crate::sandbox::loader::{Loaded, Loader};
@@ -80,9 +80,14 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
         binding::stream(&js, handler)
             .await
             .map_err(BindError::into_error)?;
-        binding::subjects(&js, handler)
+        subjects::subjects(&js, handler)
             .await
             .map_err(BindError::into_error)?;
+        if handler.order_by.is_some() {
+            partition::plan(&js, handler)
+                .await
+                .map_err(BindError::into_error)?;
+        }
     }
     Ok(())
 }
@@ -151,13 +156,12 @@ pub(crate) async fn run_serving(
             "handler running"
         );
         let name = handler.name.clone();
-        let run = pull::run(
-            dispatcher,
-            api.clone(),
-            stop.clone(),
-            config.runtime.drain_timeout,
-        );
-        loops.spawn(async move { (name, run.await) });
+        let (api, stop, drain) = (api.clone(), stop.clone(), config.runtime.drain_timeout);
+        if handler.order_by.is_some() {
+            loops.spawn(async move { (name, ordered::run(dispatcher, api, stop, drain).await) });
+        } else {
+            loops.spawn(async move { (name, pull::run(dispatcher, api, stop, drain).await) });
+        }
     }
     // Reloads compare against the file as written, without the command
     // line's overrides; a config that did not come from a file cannot reload.
@@ -253,7 +257,10 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         let handler = loaded.guest.handler();
         let mut delay = Duration::from_millis(100);
         loop {
-            let bound = match binding::subjects(&api, handler).await {
+            let bound = match subjects::subjects(&api, handler).await {
+                Ok(()) if handler.order_by.is_some() => partition::bind(&api, handler, Seen::First)
+                    .await
+                    .map(|_| ()),
                 Ok(()) => binding::consumer(&api, handler, Seen::First)
                     .await
                     .map(|_| ()),

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, HandlerConfig};
-use crate::delivery::binding::{self, BindError};
+use crate::delivery::binding::BindError;
 use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::subjects;
 use crate::sandbox::engine::Kind;
 use crate::sandbox::loader::Loader;
 
@@ -132,7 +133,7 @@ impl Reloader {
             let Some(version) = version else { continue };
             version.guest.probe().await?;
             if n.dead_letter != o.dead_letter || n.publish != o.publish {
-                binding::subjects(&self.js, n)
+                subjects::subjects(&self.js, n)
                     .await
                     .map_err(BindError::into_error)?;
             }
