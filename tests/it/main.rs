@@ -17,6 +17,7 @@ mod integrity;
 mod layout;
 mod no_std;
 mod operations;
+mod order;
 mod outputs;
 mod policy;
 mod reload;
