@@ -80,14 +80,24 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cat >"$work/wharf_main.py" <<EOF
-# Importing the handler's module registers its handler with @wharf.handler.
-import $module
+import sys
+
 from wharf import _dispatch
+
+# Importing the handler's module registers its handler with @wharf.handler.
+# A function the SDK refuses is reported on one marked line, which the
+# build script prints alone: the import's traceback would only bury it.
+try:
+    import $module
+except _dispatch.InvalidHandler as e:
+    print(f"wharf-build-error: {e}", file=sys.stderr)
+    raise SystemExit(1)
+if _dispatch.registered() is None:
+    print("wharf-build-error: module $module registers no handler: decorate its handler function with @wharf.handler", file=sys.stderr)
+    raise SystemExit(1)
+
 # The component's export, which componentize-py looks up in this module.
 from wharf._component import WitWorld
-
-if _dispatch.registered() is None:
-    raise RuntimeError("module $module registers no handler: decorate its handler function with @wharf.handler")
 EOF
 
 # componentize-py adds the site-packages of $VIRTUAL_ENV, or else of
@@ -98,10 +108,24 @@ export VIRTUAL_ENV="${VIRTUAL_ENV:-$tools}"
 
 mkdir -p "$(dirname "$out")"
 # A failed import is reported as a Python traceback; a Rust backtrace of
-# componentize-py itself would only bury it.
+# componentize-py itself would only bury it. Its output is kept until it
+# ends, so that a refusal the SDK marked can be shown without the rest.
+status=0
 RUST_BACKTRACE=0 "$tools/bin/componentize-py" \
     -d "$root/wit" -w handler --quiet \
     componentize wharf_main \
     -p "$work" -p "$app_dir" -p "$sdk" ${extra[@]+"${extra[@]}"} \
-    -o "$out"
+    -o "$out" >"$work/build.log" 2>&1 || status=$?
+if [[ $status -ne 0 ]]; then
+    # componentize-py may quote the guest's stderr inside its own report,
+    # so the marker is looked for anywhere on a line.
+    refusal="$(sed -n 's/.*wharf-build-error: //p' "$work/build.log" | head -n 1)"
+    if [[ -n "$refusal" ]]; then
+        echo "error: $refusal" >&2
+        exit 1
+    fi
+    cat "$work/build.log" >&2
+    exit "$status"
+fi
+cat "$work/build.log" >&2
 echo "built $out ($(du -h "$out" | cut -f1))" >&2

@@ -36,9 +36,6 @@ installHost({
   },
 });
 
-/** SpiderMonkey stack lines of the calls from the bindings into the handler. */
-const SDK_FRAMES = /^(async\*)?(settle|handle|export_handle)@/;
-
 /** The world's `handle` export: settles one delivery, or traps the instance. */
 export async function handle(raw) {
   const fn = registeredHandler();
@@ -65,19 +62,20 @@ export async function handle(raw) {
 }
 
 /**
- * Writes the stack and then `Name: message` to stderr, and traps.
+ * Writes the stack and then `Name: message (at file.js:line:column)` to
+ * stderr, and traps.
  *
  * The host settles a trap like a Rust panic (a nak with backoff; on the final
- * attempt a dead-letter copy of kind `trap` whose reason ends with the end of
- * stderr), so the summary must be the last thing written. Letting the error
- * escape would trap too, but the engine then prints its own report and an
- * abort message after ours. The build disables componentize-js's `http`
- * feature, which replaces the `wasi:http` imports by stubs that execute
- * `unreachable`; `fetch` reaches one at once, so calling it is a real trap
- * that prints nothing more.
+ * attempt a dead-letter copy of kind `trap` whose reason is built from the
+ * end of stderr, its last line first), so the summary must be the last thing
+ * written. Letting the error escape would trap too, but the engine then
+ * prints its own report and an abort message after ours. The build disables
+ * componentize-js's `http` feature, which replaces the `wasi:http` imports by
+ * stubs that execute `unreachable`; `fetch` reaches one at once, so calling
+ * it is a real trap that prints nothing more.
  */
 function trap(error) {
-  console.error(crashReport(error, SDK_FRAMES));
+  console.error(crashReport(error));
   fetch('http://wharf.invalid/trap');
   // Not reached in a component built by build-js-handler.sh. Should `fetch`
   // ever return, rejecting the call still traps, only less tidily.

@@ -1,6 +1,7 @@
 // Runs the registered handler on one delivery and turns what it did into a settlement.
 
 import { PublishError, Reject, Retry } from './errors.js';
+import { frameKind, mapStack, raiseSite } from './stack.js';
 
 /**
  * How much of a stack goes to stderr. The host keeps only the first
@@ -60,7 +61,18 @@ export async function settle(fn, msg) {
   return { kind: 'ok' };
 }
 
-/** `Name: message` on one line, as the last line of stderr before a trap. */
+/**
+ * The last line on stderr before a trap: `Name: message (at file.js:line:column)`,
+ * the place being where the error was thrown in the handler's own source
+ * (see `raiseSite` in stack.js), left out when the stack has none.
+ */
+export function crashLine(error) {
+  const site = raiseSite(error);
+  const summary = summaryLine(error);
+  return site === undefined ? summary : `${summary} (at ${site})`;
+}
+
+/** `Name: message` on one line. */
 export function summaryLine(error) {
   let name;
   let message;
@@ -82,35 +94,37 @@ export function summaryLine(error) {
 }
 
 /**
- * What goes to stderr for an uncaught error: the stack (and any causes), then
- * the summary line last, since the host puts the end of stderr in the reason.
- * `sdkFrames` matches stack lines of the SDK's own callers; a run of them at
- * the end of the stack is left out, so the frames next to the summary are the
+ * What goes to stderr for an uncaught error: the stack (and any causes), its
+ * frames mapped back to the original sources, then `crashLine` last, since
+ * the host builds the reason from the end of stderr, its last line first.
+ * The frames after the handler's outermost one (the SDK and the bindings
+ * that called it) are left out, so the frames next to the summary are the
  * handler's.
  */
-export function crashReport(error, sdkFrames = undefined) {
+export function crashReport(error) {
   const lines = [];
-  let stack = stackOf(error);
-  if (sdkFrames !== undefined) {
-    const frames = stack.split('\n');
-    while (frames.length > 1 && sdkFrames.test(frames[frames.length - 1])) {
+  const frames = stackOf(error).split('\n');
+  const kinds = frames.map(frameKind);
+  if (kinds.includes('handler')) {
+    while (kinds.at(-1) !== 'handler') {
+      kinds.pop();
       frames.pop();
     }
-    stack = frames.join('\n');
   }
+  const stack = mapStack(frames.join('\n'));
   if (stack) {
     lines.push(stack.length > MAX_STACK_CHARS ? `${stack.slice(0, MAX_STACK_CHARS)}\n[stack cut]` : stack);
   }
   let cause = error?.cause;
   for (let depth = 0; cause !== undefined && depth < 5; depth++) {
     lines.push(`Caused by: ${summaryLine(cause)}`);
-    const causeStack = stackOf(cause);
+    const causeStack = mapStack(stackOf(cause));
     if (causeStack) {
       lines.push(causeStack.slice(0, MAX_STACK_CHARS / 4));
     }
     cause = cause?.cause;
   }
-  lines.push(summaryLine(error));
+  lines.push(crashLine(error));
   return lines.join('\n');
 }
 

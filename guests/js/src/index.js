@@ -5,7 +5,7 @@
 // throwing `Retry` delivers it again later, throwing `Reject` dead-letters it
 // now. Anything else thrown traps the instance, like a Rust panic: the host
 // retries with backoff and, on the final attempt, dead-letters the message
-// with the error's `Name: message` as the end of the reason.
+// with a reason that names the error and where the handler's source threw it.
 //
 //   import { handler, Reject, publishJson } from 'wharf-guest';
 //

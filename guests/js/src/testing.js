@@ -13,8 +13,16 @@
 //
 // `TestHost` is the recording host underneath, for tests that call a handler
 // (or any code that publishes) directly: `await host.use(() => handle(msg))`.
+//
+// Both start from what the host gives a handler whose `wharf.toml` entry sets
+// nothing: an empty publish allow-list (every publish is refused with
+// `PublishNotAllowed`, as the host refuses it), no `Nats-*` headers besides
+// `Nats-Msg-Id`, no config values, and an outbox of at most 100 messages and
+// 1 MiB. Pass the handler's settings (`allow`, `allowHeaders`, `config`, ...)
+// to test it as it is configured.
+//
 // Outside a component and outside a TestHost, publishes and log lines go to
-// `defaultHost`.
+// `defaultHost`, which has the same defaults.
 
 import { registeredHandler, settle, summaryLine } from './dispatch.js';
 import { defaultHost, installHost, Published, RecordingHost } from './host.js';
@@ -45,9 +53,12 @@ export class TestHost extends RecordingHost {
  * `retry`, `reject` or `trap` (an uncaught error, kept in `error`). The host
  * publishes `published` only when `kind` is `ok`.
  *
- * @param {{config?: Record<string, string>, allow?: string[], maxOutboxMessages?: number}} [options]
- *   `allow` mirrors the handler's `publish` allow-list (NATS wildcards);
- *   without it every subject is allowed.
+ * @param {{config?: Record<string, string>, allow?: string[], allowHeaders?: string[],
+ *   maxOutboxMessages?: number, maxOutboxBytes?: number}} [options]
+ *   The handler's settings in `wharf.toml`, with the host's defaults: `allow`
+ *   is its `publish` allow-list (NATS wildcards), empty unless given, so that
+ *   without it every publish is refused as the host refuses it; `config` is
+ *   its `[handler.config]`, empty unless given.
  */
 export async function run(handler, msg, options = {}) {
   const fn = handler ?? registeredHandler();

@@ -75,7 +75,7 @@ test('outcomes map to the WIT result the bindings expect', async () => {
   );
 });
 
-test('an uncaught error writes its stack, then Name: message last, then traps through fetch', async () => {
+test('an uncaught error writes its stack, then Name: message (at file:line:column) last, then traps through fetch', async () => {
   const written = [];
   const savedError = console.error;
   const savedFetch = globalThis.fetch;
@@ -85,10 +85,12 @@ test('an uncaught error writes its stack, then Name: message last, then traps th
     written.push('<trap>');
     throw new Trapped();
   };
+  let thrown;
   try {
     await assert.rejects(
       handleWith(() => {
-        throw new TypeError('boom');
+        thrown = new TypeError('boom');
+        throw thrown;
       }),
       Trapped,
     );
@@ -98,7 +100,10 @@ test('an uncaught error writes its stack, then Name: message last, then traps th
   }
   assert.equal(written.length, 2);
   const lines = written[0].split('\n');
-  assert.equal(lines.at(-1), 'TypeError: boom');
+  const [, place] = /\/(component\.test\.js:\d+:\d+)\)?$/.exec(thrown.stack.split('\n')[1]);
+  assert.equal(lines.at(-1), `TypeError: boom (at ${place})`);
   assert.ok(lines.length > 1, 'the stack comes before the summary');
+  // The SDK's own callers (settle, handle) end the stack: they are left out.
+  assert.ok(!lines.slice(0, -1).at(-1).includes('/src/'), lines.join('\n'));
   assert.equal(written[1], '<trap>');
 });

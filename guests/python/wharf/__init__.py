@@ -4,8 +4,8 @@ A handler is one function from a `Message` to nothing. Returning acks the
 message (after everything it published is stored); raising `Retry` delivers
 it again later, raising `Reject` dead-letters it now. Any other exception
 traps the instance, like a Rust panic: the host retries with backoff and, on
-the final attempt, dead-letters the message with the exception's last line
-as the reason.
+the final attempt, dead-letters the message with a reason that names the
+exception and the line of the handler's code that raised it.
 
     import wharf
 

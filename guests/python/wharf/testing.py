@@ -14,12 +14,19 @@ it logged:
 `TestHost` is the recording host underneath, for tests that call a handler
 (or any code that publishes) directly:
 
-    with TestHost(config={"region": "eu"}) as host:
+    with TestHost(config={"region": "eu"}, allow=["billing.>"]) as host:
         handle(msg)
     assert host.published[0].subject == "billing.charge"
 
+Both start from what the host gives a handler whose `wharf.toml` entry sets
+nothing: an empty publish allow-list (every publish is refused with
+`PublishNotAllowed`, as the host refuses it), no `Nats-*` headers besides
+`Nats-Msg-Id`, no config values, and an outbox of at most 100 messages and
+1 MiB. Pass the handler's settings (`allow`, `allow_headers`, `config`, ...)
+to test it as it is configured.
+
 Outside a component and outside a `TestHost`, publishes and log lines go to
-a default recording host, `default_host()`.
+a default recording host, `default_host()`, which has the same defaults.
 """
 
 from __future__ import annotations
@@ -28,14 +35,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import _dispatch, _host
-from ._host import LogLine, Published, RecordingHost
+from ._host import MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, LogLine, Published, RecordingHost
 from ._message import Message
 
 __all__ = ["LogLine", "Published", "Result", "TestHost", "default_host", "run"]
 
 
 class TestHost(RecordingHost):
-    """A recording host; used as a context manager it is the current host inside the block."""
+    """A recording host; used as a context manager it is the current host inside the block.
+
+    `allow` mirrors the handler's `publish` allow-list (NATS wildcards) and
+    `allow_headers` its `allow_headers`; both are empty unless given, as in
+    the host, so a publish the handler's configuration does not allow fails
+    here as it fails there.
+    """
 
     # Keeps unittest's and pytest's collectors from taking this for a test case.
     __test__ = False
@@ -44,13 +57,18 @@ class TestHost(RecordingHost):
         self,
         config: Optional[Mapping[str, str]] = None,
         allow: Optional[Sequence[str]] = None,
-        max_outbox_messages: int = 100,
+        max_outbox_messages: int = MAX_OUTBOX_MESSAGES,
         handler_name: str = "test",
+        *,
+        allow_headers: Optional[Sequence[str]] = None,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
     ):
         super().__init__(
             config=dict(config or {}),
-            allow=list(allow) if allow is not None else None,
+            allow=_patterns(allow, "allow"),
+            allow_headers=_patterns(allow_headers, "allow_headers"),
             max_outbox_messages=max_outbox_messages,
+            max_outbox_bytes=max_outbox_bytes,
             handler_name=handler_name,
         )
         self._previous: List[object] = []
@@ -91,18 +109,29 @@ def run(
     *,
     config: Optional[Dict[str, str]] = None,
     allow: Optional[Sequence[str]] = None,
-    max_outbox_messages: int = 100,
+    max_outbox_messages: int = MAX_OUTBOX_MESSAGES,
+    allow_headers: Optional[Sequence[str]] = None,
+    max_outbox_bytes: int = MAX_OUTBOX_BYTES,
 ) -> Result:
     """Runs `handler` (or the registered one, when None) on `msg` against a fresh `TestHost`.
 
-    `allow` mirrors the handler's `publish` allow-list (NATS wildcards); without
-    it every subject is allowed. An uncaught exception does not trap the test
-    process: it comes back as `kind == "trap"`.
+    The settings mirror the handler's entry in `wharf.toml`, with the host's
+    defaults: `allow` is its `publish` allow-list (NATS wildcards), empty
+    unless given, so that without it every publish is refused as the host
+    refuses it; `config` is its `[handler.config]`, empty unless given. An
+    uncaught exception does not trap the test process: it comes back as
+    `kind == "trap"`.
     """
     func = handler or _dispatch.registered()
     if func is None:
         raise RuntimeError("no handler given and none registered with @wharf.handler")
-    host = TestHost(config=config, allow=allow, max_outbox_messages=max_outbox_messages)
+    host = TestHost(
+        config=config,
+        allow=allow,
+        max_outbox_messages=max_outbox_messages,
+        allow_headers=allow_headers,
+        max_outbox_bytes=max_outbox_bytes,
+    )
     with host:
         try:
             outcome = _dispatch.settle(func, msg)
@@ -117,6 +146,15 @@ def run(
         published=list(host.published),
         logs=list(host.logs),
     )
+
+
+def _patterns(value: Optional[Sequence[str]], name: str) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # A lone string would otherwise be taken letter by letter.
+        raise TypeError(f"{name} takes a list, not a string: {name}=[{value!r}]")
+    return list(value)
 
 
 def default_host() -> RecordingHost:
