@@ -23,7 +23,7 @@ import * as esbuild from 'esbuild';
 import { SDK_SOURCE_PREFIX, SOURCE_MAP_KEY } from './src/stack.js';
 
 const sdkDir = dirname(fileURLToPath(import.meta.url));
-const witDir = resolve(sdkDir, '../../wit');
+const witDir = resolve(sdkDir, '../../wit/0.1.0');
 
 /** The bundle's file name, which the engine puts in stack frames and the source map names. */
 export const BUNDLE_NAME = 'wharf-bundle.js';

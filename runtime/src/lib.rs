@@ -44,6 +44,7 @@ mod service;
 mod settle;
 mod source;
 mod staged;
+mod state;
 mod subject;
 mod telemetry;
 mod text;

@@ -41,6 +41,10 @@ pub enum Outcome {
     /// after it ends; a refusal (a dead-letter copy the stream will not
     /// take) backs off further.
     HostFailed { tries: u32, outage: bool },
+    /// The guest succeeded, but its conditional key-value write no longer
+    /// holds (another delivery changed the key): nothing of it was applied,
+    /// and it has been run `reruns` times in this delivery so far.
+    Conflict { reruns: u32, detail: String },
 }
 
 /// The reason kind written to a dead-letter copy's `Wharf-Reason-Kind` header.
@@ -53,11 +57,12 @@ pub enum DeadLetterKind {
     Memory,
     Output,
     Crashed,
+    Conflict,
 }
 
 impl DeadLetterKind {
     /// Every kind, for metrics that start each at zero.
-    pub const ALL: [DeadLetterKind; 7] = [
+    pub const ALL: [DeadLetterKind; 8] = [
         DeadLetterKind::Rejected,
         DeadLetterKind::Exhausted,
         DeadLetterKind::Trap,
@@ -65,6 +70,7 @@ impl DeadLetterKind {
         DeadLetterKind::Memory,
         DeadLetterKind::Output,
         DeadLetterKind::Crashed,
+        DeadLetterKind::Conflict,
     ];
 
     /// The header value.
@@ -77,6 +83,7 @@ impl DeadLetterKind {
             DeadLetterKind::Memory => "memory",
             DeadLetterKind::Output => "output",
             DeadLetterKind::Crashed => "crashed",
+            DeadLetterKind::Conflict => "conflict",
         }
     }
 }
@@ -132,6 +139,9 @@ pub enum Action {
     /// Keep the message (its lease is kept alive) and try the step that
     /// failed again after `delay`. Never ack, never term.
     RetryStep { delay: Duration },
+    /// Keep the message and run the guest again after `delay`, on fresh
+    /// state, within this delivery (it does not count as an attempt).
+    Rerun { delay: Duration },
 }
 
 /// The first delay after a host-side failure; it doubles with each one.
@@ -141,6 +151,15 @@ const HOST_RETRY_FIRST: Duration = Duration::from_millis(100);
 pub const HOST_RETRY_OUTAGE_MAX: Duration = Duration::from_secs(1);
 /// The longest delay between two tries of a step the server refused.
 pub const HOST_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often a delivery whose key-value write conflicts is run again
+/// before it gives up the attempt: conflicts on a hot key pass within
+/// milliseconds, and a rerun does not use up an attempt.
+pub const CONFLICT_RERUNS: u32 = 16;
+/// The first delay before a rerun after a conflict; it doubles with each.
+const CONFLICT_FIRST: Duration = Duration::from_millis(2);
+/// The longest delay before a rerun after a conflict.
+const CONFLICT_MAX: Duration = Duration::from_millis(500);
 
 /// The retry delays of one handler.
 #[derive(Debug, Clone)]
@@ -235,208 +254,25 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
             kind: failure.into(),
             reason: detail,
         },
+        // Full jitter: deliveries conflicting on one key spread out.
+        Outcome::Conflict { reruns, .. } if reruns < CONFLICT_RERUNS => Action::Rerun {
+            delay: CONFLICT_FIRST
+                .saturating_mul(1 << reruns.min(16))
+                .min(CONFLICT_MAX)
+                .mul_f64(fastrand::f64()),
+        },
+        Outcome::Conflict { .. } if !last => Action::Nak {
+            delay: backoff.delay(attempt),
+        },
+        Outcome::Conflict { reruns, detail } => Action::DeadLetter {
+            kind: DeadLetterKind::Conflict,
+            reason: format!(
+                "key-value write conflicted {reruns} times on attempt {attempt} of \
+                 {max_attempts}: {detail}"
+            ),
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn every_row_of_the_settlement_table() {
-        let backoff = Backoff::new(vec![secs(1), secs(5), secs(30)], 0.0, secs(3600));
-        let trap = |failure| Outcome::Failed {
-            failure,
-            detail: "boom".into(),
-        };
-        let dl = |kind: DeadLetterKind, reason: &str| Action::DeadLetter {
-            kind,
-            reason: reason.into(),
-        };
-        let retry_reason = "handler asked to retry on attempt 3 of 3";
-        let refused = || Outcome::OutputRefused {
-            detail: "too big".into(),
-        };
-        // (outcome, attempt, max attempts, expected action)
-        let rows: Vec<(Outcome, u32, u32, Action)> = vec![
-            (Outcome::Ok, 1, 3, Action::PublishThenAck),
-            (Outcome::Ok, 3, 3, Action::PublishThenAck),
-            (
-                Outcome::Retry {
-                    delay: Some(secs(7)),
-                },
-                1,
-                3,
-                Action::Nak { delay: secs(7) },
-            ),
-            (
-                Outcome::Retry { delay: None },
-                1,
-                3,
-                Action::Nak { delay: secs(1) },
-            ),
-            // A guest's own delay is cut to the handler's max_retry_delay.
-            (
-                Outcome::Retry {
-                    delay: Some(secs(100 * 365 * 24 * 3600)),
-                },
-                1,
-                3,
-                Action::Nak { delay: secs(3600) },
-            ),
-            (
-                Outcome::Retry { delay: None },
-                2,
-                3,
-                Action::Nak { delay: secs(5) },
-            ),
-            (
-                Outcome::Retry {
-                    delay: Some(secs(7)),
-                },
-                3,
-                3,
-                dl(DeadLetterKind::Exhausted, retry_reason),
-            ),
-            (
-                Outcome::Reject {
-                    reason: "bad".into(),
-                },
-                1,
-                3,
-                dl(DeadLetterKind::Rejected, "bad"),
-            ),
-            (
-                Outcome::Reject {
-                    reason: "bad".into(),
-                },
-                3,
-                3,
-                dl(DeadLetterKind::Rejected, "bad"),
-            ),
-            (trap(Failure::Trap), 1, 3, Action::Nak { delay: secs(1) }),
-            (trap(Failure::Timeout), 2, 3, Action::Nak { delay: secs(5) }),
-            (trap(Failure::Memory), 1, 3, Action::Nak { delay: secs(1) }),
-            (trap(Failure::Trap), 3, 3, dl(DeadLetterKind::Trap, "boom")),
-            (
-                trap(Failure::Timeout),
-                3,
-                3,
-                dl(DeadLetterKind::Timeout, "boom"),
-            ),
-            (
-                trap(Failure::Memory),
-                3,
-                3,
-                dl(DeadLetterKind::Memory, "boom"),
-            ),
-            // A redelivery past the final attempt (its dead-letter publish failed) still dead-letters.
-            (trap(Failure::Trap), 4, 3, dl(DeadLetterKind::Trap, "boom")),
-            // An output the server refuses is the guest's failure: retried, then dead-lettered.
-            (refused(), 1, 3, Action::Nak { delay: secs(1) }),
-            (refused(), 3, 3, dl(DeadLetterKind::Output, "too big")),
-            // Past the final attempt the guest is not run: dead-letter as crashed.
-            (
-                Outcome::PastFinalAttempt,
-                4,
-                3,
-                dl(
-                    DeadLetterKind::Crashed,
-                    "delivery 4 arrived after the final attempt (3): an earlier delivery never \
-                     settled (the host crashed, was killed, or handed the message back at \
-                     shutdown), or max_attempts was lowered since, so the handler was not run \
-                     again",
-                ),
-            ),
-            // Host-side failures keep the message, backing off exponentially up to a cap.
-            (
-                Outcome::HostFailed {
-                    tries: 0,
-                    outage: true,
-                },
-                1,
-                3,
-                Action::RetryStep {
-                    delay: Duration::from_millis(100),
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 3,
-                    outage: false,
-                },
-                3,
-                3,
-                Action::RetryStep {
-                    delay: Duration::from_millis(800),
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 40,
-                    outage: true,
-                },
-                9,
-                3,
-                Action::RetryStep {
-                    delay: HOST_RETRY_OUTAGE_MAX,
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 40,
-                    outage: false,
-                },
-                9,
-                3,
-                Action::RetryStep {
-                    delay: HOST_RETRY_MAX,
-                },
-            ),
-            // One attempt only: the first failure is final.
-            (
-                Outcome::Retry { delay: None },
-                1,
-                1,
-                dl(
-                    DeadLetterKind::Exhausted,
-                    "handler asked to retry on attempt 1 of 1",
-                ),
-            ),
-        ];
-        for (outcome, attempt, max, expected) in rows {
-            let got = settle(outcome.clone(), attempt, max, &backoff);
-            assert_eq!(got, expected, "{outcome:?} on attempt {attempt}/{max}");
-        }
-    }
-
-    #[test]
-    fn backoff_repeats_its_last_step() {
-        let b = Backoff::new(vec![secs(1), secs(2)], 0.0, secs(3600));
-        assert_eq!(b.delay(1), secs(1));
-        assert_eq!(b.delay(2), secs(2));
-        assert_eq!(b.delay(9), secs(2));
-        assert_eq!(b.delay(0), secs(1));
-    }
-
-    #[test]
-    fn jitter_only_adds_within_its_fraction() {
-        let b = Backoff::new(vec![secs(10)], 0.5, secs(3600));
-        for _ in 0..100 {
-            let d = b.delay(1);
-            assert!(d >= secs(10) && d <= secs(15), "{d:?}");
-        }
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(2000);
-        let r = clean_reason(&long);
-        assert!(r.len() <= MAX_REASON_BYTES);
-        assert!(r.ends_with("..."));
-    }
-}
+mod tests;

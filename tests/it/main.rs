@@ -21,4 +21,5 @@ mod outputs;
 mod policy;
 mod reload;
 mod shutdown;
+mod state;
 mod telemetry;

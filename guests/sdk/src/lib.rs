@@ -64,7 +64,7 @@ mod libc;
 #[allow(clippy::too_many_arguments)] // Generated code.
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/0.1.0",
         world: "handler",
         pub_export_macro: true,
         export_macro_name: "__export_world",

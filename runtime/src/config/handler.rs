@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::kv::KvConfig;
 use super::units::{is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
 use crate::subject::{self, AllowList};
@@ -79,6 +80,8 @@ pub struct HandlerConfig {
     /// Whether a consumer deleted while the host runs is created again (from
     /// the start of the stream) instead of stopping the handler.
     pub recreate_consumer: bool,
+    /// The key-value buckets the guest may reach, and the limits on writes.
+    pub kv: KvConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,10 @@ pub(super) struct RawHandler {
     isolation: Option<String>,
     reuse_deliveries: Option<u32>,
     recreate_consumer: Option<bool>,
+    #[serde(default)]
+    kv: BTreeMap<String, String>,
+    max_kv_writes: Option<usize>,
+    max_kv_write_bytes: Option<String>,
 }
 
 impl RawHandler {
@@ -242,6 +249,7 @@ pub(super) fn validate(
         values: h.config,
         isolation,
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
+        kv: super::kv::validate(site, h.kv, h.max_kv_writes, h.max_kv_write_bytes.as_deref())?,
         name: h.name,
     })
 }

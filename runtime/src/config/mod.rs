@@ -12,6 +12,7 @@
 
 mod connection;
 mod handler;
+mod kv;
 mod stream;
 mod units;
 
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
+pub use kv::{KvConfig, KvMode, is_valid_bucket};
 pub use stream::StreamConfig;
 pub use units::{mib, parse_duration, parse_size};
 
@@ -60,6 +62,10 @@ pub struct RuntimeConfig {
     pub watch: bool,
     /// Where compiled components are kept between starts; `None` compiles every time.
     pub compile_cache: Option<PathBuf>,
+    /// The stream that keeps the effect records of deliveries that write
+    /// key-value state (subjects `$WHARF.fx.>`); needed only when a handler
+    /// may write a bucket.
+    pub effects_stream: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +89,7 @@ struct RawRuntime {
     metrics_addr: Option<String>,
     watch: Option<bool>,
     compile_cache: Option<String>,
+    effects_stream: Option<String>,
 }
 
 /// Defaults, documented in the README's config reference.
@@ -122,6 +129,12 @@ pub mod defaults {
     pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
     /// Deliveries per instance with `isolation = "reuse"`.
     pub const REUSE_DELIVERIES: u32 = 1000;
+    /// Key-value writes one delivery may stage.
+    pub const MAX_KV_WRITES: usize = 64;
+    /// Bytes of keys and values one delivery may stage.
+    pub const MAX_KV_WRITE_BYTES: u64 = 256 * 1024;
+    /// The stream that keeps effect records (see `RuntimeConfig::effects_stream`).
+    pub const EFFECTS_STREAM: &str = "WHARF_EFFECTS";
 }
 
 impl Config {
@@ -233,6 +246,16 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             Some("off") => None,
             Some(dir) => Some(resolve_path(&base, PathBuf::from(dir))),
             None => default_cache_dir(),
+        },
+        effects_stream: match raw.runtime.effects_stream {
+            Some(name) if !units::is_valid_name(&name) => {
+                return Err(top.err(
+                    "runtime.effects_stream",
+                    format!("\"{name}\" is not a valid stream name"),
+                ));
+            }
+            Some(name) => name,
+            None => defaults::EFFECTS_STREAM.to_string(),
         },
     };
     let streams = raw

@@ -9,8 +9,12 @@
 
 mod apply;
 pub(crate) mod binding;
+mod commit;
 pub(crate) mod dispatch;
+pub(crate) mod dispatcher;
+mod failpoint;
 pub(crate) mod lease;
 pub(crate) mod line;
 pub(crate) mod pull;
 mod stalls;
+pub(crate) mod state;

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::delivery::binding::{self, BindError, PULL_EXPIRES, Seen};
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::lease::Leases;
 use crate::delivery::line::{self, Line, Waiting};
 

@@ -12,7 +12,8 @@ use crate::ops::server::NatsServer;
 /// Creates every stream the configuration needs that does not exist yet:
 /// the declared `[[stream]]`s, then a dead-letter stream per handler whose
 /// dead-letter subject no stream stores, and an output stream for publish
-/// subjects no stream stores.
+/// subjects no stream stores; and the key-value buckets the handlers name,
+/// with the effects stream when a handler may write one.
 pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
     for s in &config.streams {
         js.get_or_create_stream(stream::Config {
@@ -65,7 +66,7 @@ pub async fn create_streams(js: &jetstream::Context, config: &Config) -> anyhow:
             .with_context(|| format!("creating stream \"{name}\""))?;
         }
     }
-    Ok(())
+    crate::delivery::state::create(js, config).await
 }
 
 fn stream_name(handler: &str) -> String {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::sandbox::bindings::HandlerPre;
+use crate::sandbox::bindings::{World, v01::HandlerPre};
 use crate::sandbox::component::Footprint;
 use crate::sandbox::store::StoreState;
 
@@ -243,14 +243,15 @@ pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> 
     Ok(linker)
 }
 
-/// Compiles a handler's component and checks it implements the `handler` world.
+/// Compiles a handler's component, checks it implements a `handler`
+/// world Wharf runs, and tells which.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<StoreState>,
     handler: &str,
     path: &Path,
     bytes: &[u8],
-) -> anyhow::Result<HandlerPre<StoreState>> {
+) -> anyhow::Result<(HandlerPre<StoreState>, World)> {
     let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| {
@@ -259,21 +260,27 @@ pub(crate) fn compile(
                 path.display()
             )
         })?;
+    let world = World::of(engine, &component);
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| {
             format!(
                 "handler \"{handler}\": component {} imports something Wharf does not provide \
-             (only WASI p2 and wharf:handler/host@0.1.0 are available)",
-                path.display()
+                 (only WASI p2 and the imports of {} are available)",
+                path.display(),
+                World::ACCEPTED
             )
         })?;
-    HandlerPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
-        format!(
-            "handler \"{handler}\": component {} does not implement the wharf:handler/handler@0.1.0 world \
-             (it must export `handle: func(msg: message) -> result<_, handler-error>`)",
-            path.display()
-        )
-    })
+    let pre = HandlerPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "handler \"{handler}\": component {} does not implement a world Wharf runs \
+             ({}; it must export `handle: func(msg: message) -> result<_, handler-error>`)",
+                path.display(),
+                World::ACCEPTED
+            )
+        })?;
+    Ok((pre, world))
 }

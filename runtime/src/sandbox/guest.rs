@@ -11,12 +11,14 @@ use tracing::{info, warn};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::config::{HandlerConfig, Isolation};
-use crate::sandbox::bindings::{Handler, HandlerError, HandlerPre, Message};
+use crate::sandbox::bindings::v01::{Handler, HandlerPre};
+use crate::sandbox::bindings::{HandlerError, Message, World};
 use crate::sandbox::engine::EPOCH_TICK;
 use crate::sandbox::host::wasi::Output;
 use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
+use crate::state::Write;
 use crate::telemetry::RunTimes;
 
 /// How much of the end of a guest's stderr a trap's reason keeps: that is
@@ -28,6 +30,8 @@ const STDERR_TAIL: usize = 700;
 pub(crate) struct Guest {
     engine: Engine,
     pre: HandlerPre<StoreState>,
+    /// The world the component implements.
+    pub world: World,
     shared: Shared,
     /// Idle instances for `isolation = "reuse"`; each serves one delivery at a time.
     idle: Mutex<Vec<Idle>>,
@@ -48,15 +52,23 @@ pub(crate) struct Ran {
     pub outcome: Outcome,
     /// The outbox, when the guest succeeded; empty otherwise.
     pub outputs: Vec<Outgoing>,
+    /// The staged key-value writes, when the guest succeeded; empty otherwise.
+    pub writes: Vec<Write>,
     /// How long it took; `None` when the guest was not run.
     pub times: Option<RunTimes>,
 }
 
 impl Guest {
-    pub(crate) fn new(engine: Engine, pre: HandlerPre<StoreState>, shared: Shared) -> Guest {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: HandlerPre<StoreState>,
+        world: World,
+        shared: Shared,
+    ) -> Guest {
         Guest {
             engine,
             pre,
+            world,
             shared,
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
@@ -76,7 +88,7 @@ impl Guest {
 
     /// The same compiled component with other per-delivery settings.
     pub(crate) fn with_settings(&self, shared: Shared) -> Guest {
-        Guest::new(self.engine.clone(), self.pre.clone(), shared)
+        Guest::new(self.engine.clone(), self.pre.clone(), self.world, shared)
     }
 
     /// The server's `max_payload`, once known.
@@ -189,10 +201,10 @@ impl Guest {
                 None,
             ),
         };
-        let outputs = if outcome == Outcome::Ok {
-            state.outbox.take()
+        let (outputs, writes) = if outcome == Outcome::Ok {
+            (state.outbox.take(), state.kv.take())
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         // A failed instance is never used again: its state may be anything.
         if let (Isolation::Reuse(limit), Some(instance)) = (handler.isolation, instance)
@@ -210,6 +222,7 @@ impl Guest {
         Ran {
             outcome,
             outputs,
+            writes,
             times: Some(times),
         }
     }

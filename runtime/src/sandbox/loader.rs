@@ -16,6 +16,7 @@ use crate::sandbox::engine::{self, Demand, Engines, EpochTicker, Kind};
 use crate::sandbox::guest::{self, Guest};
 use crate::sandbox::host::publish::MaxPayload;
 use crate::sandbox::store::{Shared, StoreState};
+use crate::state::ReaderCell;
 
 /// The engines, one linker per engine, and what each can hold.
 pub(crate) struct Loader {
@@ -23,6 +24,8 @@ pub(crate) struct Loader {
     linkers: BTreeMap<Kind, Linker<StoreState>>,
     demands: BTreeMap<Kind, Demand>,
     pub max_payload: MaxPayload,
+    /// How guests read key-value buckets, set once the host has connected.
+    pub kv_reader: ReaderCell,
 }
 
 /// One handler's component, loaded.
@@ -70,6 +73,7 @@ impl Loader {
             linkers,
             demands,
             max_payload: MaxPayload::default(),
+            kv_reader: ReaderCell::default(),
         };
         let mut loaded = Vec::new();
         for (h, (kind, file)) in handlers.iter().zip(files) {
@@ -80,10 +84,11 @@ impl Loader {
 
     fn compile(&self, h: &HandlerConfig, kind: Kind, bytes: &[u8]) -> anyhow::Result<Loaded> {
         let engine = self.engines.get(kind).clone();
-        let pre = engine::compile(&engine, &self.linkers[&kind], &h.name, &h.component, bytes)?;
-        let shared = Shared::new(Arc::new(h.clone()), self.max_payload.clone());
+        let (pre, world) =
+            engine::compile(&engine, &self.linkers[&kind], &h.name, &h.component, bytes)?;
+        let shared = self.shared(h);
         Ok(Loaded {
-            guest: Guest::new(engine, pre, shared),
+            guest: Guest::new(engine, pre, world, shared),
             kind,
             digest: digest(bytes),
         })
@@ -136,7 +141,7 @@ impl Loader {
         }
         if !changed {
             // Same component, new settings: share the compiled code.
-            let shared = Shared::new(Arc::new(h.clone()), self.max_payload.clone());
+            let shared = self.shared(h);
             return Ok(Some(Loaded {
                 guest: running.with_settings(shared),
                 kind,
@@ -146,6 +151,15 @@ impl Loader {
         self.compile(h, kind, &file.bytes)
             .map(Some)
             .with_context(|| format!("handler \"{}\": loading the new component", h.name))
+    }
+
+    /// What every Store of this handler shares.
+    fn shared(&self, h: &HandlerConfig) -> Shared {
+        Shared::new(
+            Arc::new(h.clone()),
+            self.max_payload.clone(),
+            self.kv_reader.clone(),
+        )
     }
 
     pub(crate) fn start_ticker(&self) -> EpochTicker {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
-    log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values, wasi::Wasi,
+    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values,
+    wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -81,14 +82,21 @@ pub(crate) struct Shared {
     pub name: Arc<str>,
     pub values: Values,
     pub max_payload: MaxPayload,
+    pub kv: KvAccess,
     /// The most bytes of headers the host adds to one output.
     host_bytes: usize,
 }
 
 impl Shared {
-    pub(crate) fn new(handler: Arc<HandlerConfig>, max_payload: MaxPayload) -> Shared {
+    pub(crate) fn new(
+        handler: Arc<HandlerConfig>,
+        max_payload: MaxPayload,
+        kv_reader: crate::state::ReaderCell,
+    ) -> Shared {
+        let name: Arc<str> = Arc::from(handler.name.as_str());
         Shared {
-            name: Arc::from(handler.name.as_str()),
+            kv: KvAccess::new(name.clone(), handler.kv.clone(), kv_reader),
+            name,
             values: Values::new(handler.values.clone()),
             host_bytes: super::host::publish::host_header_bytes(&handler),
             handler,
@@ -104,6 +112,7 @@ pub(crate) struct StoreState {
     pub outbox: Outbox,
     pub values: Values,
     pub log: LogBudget,
+    pub kv: Kv,
     /// When the current call must stop; re-armed for every delivery.
     deadline: Instant,
     timeout: Duration,
@@ -136,6 +145,7 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         ),
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
+        kv: Kv::new(shared.kv.clone()),
         deadline: Instant::now() + timeout,
         timeout,
         fuel: handler.fuel,
@@ -170,6 +180,7 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     let state = store.data_mut();
     state.limits.hit = None;
     state.outbox.take();
+    state.kv.take();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::connect;
 use crate::delivery::binding::{self, BindError, Seen};
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::pull;
 use crate::sandbox::engine;
 use crate::sandbox::engine::Kind;
@@ -84,6 +84,9 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
             .await
             .map_err(BindError::into_error)?;
     }
+    crate::delivery::state::open(&js, config)
+        .await
+        .map_err(BindError::into_error)?;
     Ok(())
 }
 
@@ -128,6 +131,7 @@ pub(crate) async fn run_serving(
         link,
         js,
         api,
+        state,
     } = started;
     telemetry.watch(link.state.clone());
     let stop = CancellationToken::new();
@@ -141,13 +145,20 @@ pub(crate) async fn run_serving(
     let mut dispatchers = Vec::new();
     for (l, instruments) in loaded.into_iter().zip(instruments) {
         let handler = l.guest.handler().clone();
-        let dispatcher = Arc::new(Dispatcher::new(l.guest, js.clone(), instruments));
+        let world = l.guest.world.name();
+        let dispatcher = Arc::new(Dispatcher::new(
+            l.guest,
+            js.clone(),
+            instruments,
+            state.for_handler(&handler),
+        ));
         dispatchers.push(dispatcher.clone());
         info!(
             handler = %handler.name,
             stream = %handler.stream,
             consumer = %handler.consumer,
             concurrency = handler.concurrency,
+            world,
             "handler running"
         );
         let name = handler.name.clone();
@@ -223,6 +234,8 @@ struct Started {
     js: jetstream::Context,
     /// For JetStream API requests: binding, pulling, consumer info.
     api: jetstream::Context,
+    /// The buckets and the effects stream.
+    state: crate::delivery::state::Bound,
 }
 
 /// Compiles, connects and binds every handler, waiting out a server that
@@ -251,35 +264,59 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
     for loaded in &prepared.loaded {
         let handler = loaded.guest.handler();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let bound = match binding::subjects(&api, handler).await {
-                Ok(()) => binding::consumer(&api, handler, Seen::First)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match bound {
-                Ok(()) => break,
-                Err(BindError::Config(e)) => return Err(e),
-                Err(BindError::Unavailable(e)) => {
-                    if tokio::time::Instant::now() + delay > deadline {
-                        return Err(e.context(format!(
-                            "the server did not answer within startup_timeout ({})",
-                            humantime::format_duration(config.runtime.startup_timeout)
-                        )));
-                    }
-                    warn!(handler = %handler.name, error = format!("{e:#}"), "waiting for the server");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        until_answered(config, deadline, &handler.name, || async {
+            binding::subjects(&api, handler).await?;
+            binding::consumer(&api, handler, Seen::First)
+                .await
+                .map(|_| ())
+        })
+        .await?;
     }
+    let state = until_answered(config, deadline, "key-value state", || {
+        crate::delivery::state::open(&api, config)
+    })
+    .await?;
+    prepared
+        .loader
+        .kv_reader
+        .set(Arc::new(state.buckets.clone()));
     Ok(Started {
         prepared,
         link,
         js,
         api,
+        state,
     })
+}
+
+/// Runs a binding step until the server answers it, for at most
+/// `startup_timeout` in all; a configuration error ends it at once.
+async fn until_answered<T, F, Fut>(
+    config: &Config,
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut step: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BindError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match step().await {
+            Ok(t) => return Ok(t),
+            Err(BindError::Config(e)) => return Err(e),
+            Err(BindError::Unavailable(e)) => {
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(e.context(format!(
+                        "the server did not answer within startup_timeout ({})",
+                        humantime::format_duration(config.runtime.startup_timeout)
+                    )));
+                }
+                warn!(handler = %what, error = format!("{e:#}"), "waiting for the server");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }

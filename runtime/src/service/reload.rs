@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, HandlerConfig};
 use crate::delivery::binding::{self, BindError};
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::sandbox::engine::Kind;
 use crate::sandbox::loader::Loader;
 
