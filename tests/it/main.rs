@@ -7,6 +7,7 @@ mod chaos;
 mod cluster;
 mod connect;
 mod core;
+mod counter_books;
 mod crash;
 mod dlq;
 mod errors;
