@@ -18,6 +18,7 @@ mod no_std;
 mod operations;
 mod outputs;
 mod policy;
+mod release;
 mod reload;
 mod shutdown;
 mod telemetry;
