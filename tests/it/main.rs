@@ -20,6 +20,7 @@ mod no_std;
 mod operations;
 mod outputs;
 mod policy;
+mod release;
 mod reload;
 mod shutdown;
 mod state;
