@@ -112,7 +112,7 @@ mkdir -p "$(dirname "$out")"
 # ends, so that a refusal the SDK marked can be shown without the rest.
 status=0
 RUST_BACKTRACE=0 "$tools/bin/componentize-py" \
-    -d "$root/wit" -w handler --quiet \
+    -d "$root/wit/0.1.0" -w handler --quiet \
     componentize wharf_main \
     -p "$work" -p "$app_dir" -p "$sdk" ${extra[@]+"${extra[@]}"} \
     -o "$out" >"$work/build.log" 2>&1 || status=$?
