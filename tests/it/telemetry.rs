@@ -85,7 +85,7 @@ async fn metrics_agree_with_the_books() {
     );
     assert_eq!(sample(&metrics, "wharf_nats_connected", &[]), Some(1.0));
     assert!(metrics.contains("wharf_build_info{version="), "{metrics}");
-    assert!(metrics.contains("wit_world=\"wharf:handler/handler@0.1.0\""));
+    assert!(metrics.contains("wit_world=\"wharf:handler@0.2.0,wharf:handler@0.1.0\""));
 }
 
 /// Readiness follows the server: ready once bound, not ready while the

@@ -10,7 +10,9 @@ use wharf::config::Connection;
     name = "wharf",
     version = concat!(
         env!("CARGO_PKG_VERSION"),
-        " (handler world wharf:handler/handler@0.1.0, wasmtime 48)"
+        " (handler worlds wharf:handler@0.2.0 and @0.1.0, wasmtime ",
+        env!("WHARF_WASMTIME_VERSION"),
+        ")"
     ),
     about = "Run WebAssembly message handlers against NATS JetStream"
 )]
