@@ -157,6 +157,30 @@ async fn a_failed_delivery_applies_none_of_its_writes() {
     assert_eq!(counted(&js).await, vec![("kept".to_string(), 1)]);
 }
 
+/// An output with nowhere to go (no stream stores its subject) is found
+/// before anything is applied: the message is retried and dead-lettered as
+/// `output`, and its key is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_with_nowhere_to_go_applies_nothing() {
+    let (server, js, _) = state_bed("").await;
+    let table = handler_table(
+        "test",
+        &wasm("counter"),
+        "publish = [\"counted.>\", \"nowhere.>\"]\n[handler.kv]\ncounters = \"read-write\"",
+    );
+    let config = Config::parse(
+        Path::new("t.toml"),
+        &config_text_for(&server.url(), vec![table]),
+    )
+    .unwrap();
+    publish(&js, "in.k", b"", &[("publish-to", "nowhere.x")]).await;
+    run_until_drained(&js, config).await;
+    let dl = messages(&js, "DLQ").await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(header(&dl[0], "Wharf-Reason-Kind"), Some("output"));
+    assert!(counters(&js).await.is_empty(), "nothing was written");
+}
+
 /// The host kills itself right after applying a delivery's writes, before
 /// its outputs and its ack: the redelivery applies the recorded effects
 /// instead of running the guest on a state that holds its own writes, so
@@ -334,4 +358,28 @@ async fn missing_buckets_and_effects_stream_are_refused_at_start() {
         text.contains("writing buckets needs the effects stream \"WHARF_EFFECTS\""),
         "{text}"
     );
+}
+
+/// A guest can never write a bucket, an object store or an effect record
+/// through `publish`, even when the allow-list names the subject literally:
+/// the config is refused, pointing at the `kv` table.
+#[test]
+fn publish_never_reaches_a_bucket_or_an_effect_record() {
+    for subject in ["$KV.counters.k", "$O.files.x", "$WHARF.fx.IN.test.1"] {
+        let text = config_text_for(
+            "nats://127.0.0.1:1",
+            vec![handler_table(
+                "test",
+                &wasm("counter"),
+                &format!("publish = [\"{subject}\"]"),
+            )],
+        );
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `publish`") && err.contains("`kv` table"),
+            "{subject}: {err}"
+        );
+    }
 }

@@ -133,6 +133,18 @@ impl Dispatcher {
                 applied,
             } => {
                 if stored.is_none() {
+                    let configured = |s: &str| handler.publish.literals().any(|l| l == s);
+                    outbox::check_destinations(
+                        &self.jet,
+                        &self.streams,
+                        &record.outputs,
+                        configured,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        FlushError::Refused(d) => CommitError::Refused(d),
+                        e => CommitError::Failed(e),
+                    })?;
                     *stored = Some(self.claim(source, record, *after).await?);
                     confirmed.clear();
                     confirmed.resize(record.outputs.len(), false);
