@@ -129,11 +129,18 @@ async fn counters_count_each_message_once() {
 /// dead-lettered or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_on_a_hot_key_run_again_on_fresh_state() {
-    let (_server, js, config) = state_bed("concurrency = 16").await;
+    let (_server, js, mut config) = state_bed("concurrency = 16").await;
+    let port = free_port();
+    config.runtime.metrics_addr = Some(([127, 0, 0, 1], port).into());
     publish_counts(&js, 1, 150).await;
-    run_until_drained(&js, config).await;
+    let host = Host::start(config);
+    wait_drained(&js, "IN", "test").await;
+    let (_, metrics) = http_get(port, "/metrics").await.expect("metrics");
+    host.stop().await.unwrap();
     assert_eq!(count(&js, "DLQ").await, 0);
     assert_counter_books(&js, 150).await;
+    let reruns = sample(&metrics, "wharf_conflict_reruns_total", &[("handler", "test")]);
+    assert!(reruns.is_some_and(|n| n > 0.0), "conflicts happened: {reruns:?}");
 }
 
 /// A message that fails after staging writes applies none of them, and

@@ -145,6 +145,7 @@ impl Dispatcher {
                 pulled,
                 ran: times,
                 outputs,
+                reruns,
                 reason: reason.as_deref(),
                 source: &source,
                 parent: parent.as_ref(),
