@@ -139,8 +139,15 @@ async fn conflicts_on_a_hot_key_run_again_on_fresh_state() {
     host.stop().await.unwrap();
     assert_eq!(count(&js, "DLQ").await, 0);
     assert_counter_books(&js, 150).await;
-    let reruns = sample(&metrics, "wharf_conflict_reruns_total", &[("handler", "test")]);
-    assert!(reruns.is_some_and(|n| n > 0.0), "conflicts happened: {reruns:?}");
+    let reruns = sample(
+        &metrics,
+        "wharf_conflict_reruns_total",
+        &[("handler", "test")],
+    );
+    assert!(
+        reruns.is_some_and(|n| n > 0.0),
+        "conflicts happened: {reruns:?}"
+    );
 }
 
 /// A message that fails after staging writes applies none of them, and

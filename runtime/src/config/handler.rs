@@ -255,8 +255,9 @@ pub(super) fn validate(
 }
 
 impl HandlerConfig {
-    /// The settings a reload cannot change, because they shape the consumer
-    /// or the pull loop: those of `self` that differ from `other`.
+    /// The settings a reload cannot change, because they shape the consumer,
+    /// the pull loop or what was bound at start-up: those of `self` that
+    /// differ from `other`.
     pub fn binding_changes(&self, other: &HandlerConfig) -> Vec<&'static str> {
         let mut changed = Vec::new();
         if self.stream != other.stream {
@@ -279,6 +280,10 @@ impl HandlerConfig {
         }
         if self.recreate_consumer != other.recreate_consumer {
             changed.push("recreate_consumer");
+        }
+        // Buckets are opened, and the effects stream found, at start-up.
+        if self.kv.buckets != other.kv.buckets {
+            changed.push("kv");
         }
         changed
     }

@@ -154,3 +154,26 @@ fn allow_headers_only_names_nats_headers() {
         .to_string();
     assert!(err.contains("`allow_headers`"), "{err}");
 }
+
+#[test]
+fn a_reload_cannot_change_the_buckets() {
+    let parse = |kv: &str| {
+        Config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
+                 dead_letter = \"dlq.h\"\nmax_kv_writes = 8\n[handler.kv]\n{kv}"
+            ),
+        )
+        .unwrap()
+        .handlers
+        .remove(0)
+    };
+    let before = parse("a = \"read\"");
+    assert_eq!(
+        before.binding_changes(&parse("a = \"read\"")),
+        Vec::<&str>::new()
+    );
+    assert_eq!(before.binding_changes(&parse("a = \"read-write\"")), ["kv"]);
+    assert_eq!(before.binding_changes(&parse("b = \"read\"")), ["kv"]);
+}
