@@ -10,6 +10,7 @@ use super::apply::{Carried, Run};
 use super::commit::Effects;
 use super::dispatcher::Dispatcher;
 use crate::delivery::lease::Lease;
+use crate::effects::record::Found;
 use crate::headers;
 use crate::sandbox::bindings::{Delivery, Header, Message};
 use crate::sandbox::guest::Ran;
@@ -87,26 +88,29 @@ impl Dispatcher {
             let mut lease = lease;
             // A redelivery of a handler that writes state may find the
             // effects an earlier delivery recorded: it applies those and
-            // does not run the guest again.
+            // does not run the guest again (or, when they were applied and
+            // the message acked, applies nothing).
             let mut recorded = match &self.state {
                 Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(&source).await,
-                _ => None,
+                _ => Found::Nothing,
             };
             let mut after = 0;
             let mut reruns = 0;
             let mut times = None;
             let (settled, reason, outputs) = loop {
-                let (outcome, mut effects) = match recorded.take() {
-                    Some(stored) => {
-                        debug!(record = %stored.record.id, sequence = stored.sequence, "applying the effects an earlier delivery recorded");
-                        (
-                        Outcome::Ok,
-                        Effects::recorded(stored.record, stored.sequence),
-                    )},
-                    None if attempt > handler.max_attempts => {
+                let (outcome, mut effects) = match std::mem::replace(&mut recorded, Found::Nothing) {
+                    Found::Record(stored) => {
+                        debug!(record = %stored.record.id, "applying the effects an earlier delivery recorded");
+                        (Outcome::Ok, Effects::recorded(stored.record, stored.sequence))
+                    }
+                    Found::Done => {
+                        debug!("an earlier delivery applied this message's effects and was acked");
+                        (Outcome::Ok, Effects::Done)
+                    }
+                    Found::Nothing if attempt > handler.max_attempts => {
                         (Outcome::PastFinalAttempt, Effects::Outputs(Vec::new()))
                     }
-                    None => {
+                    Found::Nothing => {
                         let ran = version.guest.run(&message).await;
                         log_outcome(&ran);
                         times = ran.times;

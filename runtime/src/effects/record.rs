@@ -2,14 +2,16 @@
 //! delivery that writes key-value state will do (its writes and its
 //! outputs), stored before any of it is applied.
 //!
-//! One record per message, on `$WHARF.fx.<stream>.<consumer>.<sequence>`
-//! in the effects stream. It is created with an expected last sequence for
-//! its subject, so of two deliveries of one message (a redelivery racing a
-//! slow host) exactly one records its effects, and the other applies
-//! those. A redelivery that finds a record applies it instead of running
-//! the guest again, so its outputs never come from a state that already
-//! holds its own writes. The record is deleted once the message's ack is
-//! confirmed.
+//! Each message has its own subjects in the effects stream, under
+//! `$WHARF.fx.<stream>.<consumer>.<sequence>`: `.r` holds its record,
+//! `.a.<n>` marks its write `n` as applied once another delivery has
+//! written over it (see `super::kv`). A record is created with an
+//! expected last sequence for its subject, so of two deliveries of one
+//! message (a redelivery racing a slow host) exactly one records its
+//! effects, and the other applies those. A redelivery that finds a record
+//! applies it instead of running the guest again, so its outputs never
+//! come from a state that already holds its own writes. The record and
+//! its marks are purged once the message's ack is confirmed.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -25,6 +27,13 @@ use crate::state::{Condition, Write};
 /// The header naming a record's id, and (on key-value writes) the record
 /// that wrote them.
 pub(crate) const RECORD_ID: &str = "Wharf-Effect";
+/// On key-value writes: the subjects of the record that wrote them.
+pub(crate) const RECORD_SUBJECT: &str = "Wharf-Record";
+/// On key-value writes: which of its record's writes this is.
+pub(crate) const WRITE_INDEX: &str = "Wharf-Write";
+/// On a record's subject: the record it replaced was applied and its
+/// message acked.
+pub(crate) const DONE: &str = "Wharf-Done";
 
 /// The subject prefix of effect records.
 pub(crate) const PREFIX: &str = "$WHARF.fx";
@@ -46,6 +55,18 @@ pub(crate) struct Stored {
     pub record: Record,
 }
 
+/// What a message's record subject holds.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Nothing: no delivery of the message recorded effects (or their
+    /// marker is gone with the stream's `max_age`).
+    Nothing,
+    /// A record, not known to be done.
+    Record(Stored),
+    /// A done marker: the message's effects were applied and it was acked.
+    Done,
+}
+
 /// Why a record could not be created.
 #[derive(Debug)]
 pub(crate) enum ClaimError {
@@ -60,14 +81,47 @@ pub(crate) enum ClaimError {
 #[derive(Clone)]
 pub(crate) struct Records {
     stream: Stream,
+    /// Records to mark done (their subject, the record's sequence and id),
+    /// in the order their messages were acked.
+    applied: tokio::sync::mpsc::Sender<(String, u64, String)>,
 }
 
+/// Markers waiting at most: past this, a record is left as it is (applying
+/// it again changes nothing) rather than holding up a delivery.
+const FORGET_QUEUE: usize = 4096;
+
 impl Records {
-    pub(crate) fn new(stream: Stream) -> Records {
-        Records { stream }
+    /// The records on `stream`, and a task that marks applied ones done,
+    /// one at a time. The task ends when the last `Records` is dropped.
+    pub(crate) fn new(stream: Stream, jet: Jet) -> Records {
+        let (applied, mut queue) =
+            tokio::sync::mpsc::channel::<(String, u64, String)>(FORGET_QUEUE);
+        tokio::spawn(async move {
+            while let Some((subject, sequence, id)) = queue.recv().await {
+                let mut headers = HeaderMap::new();
+                headers.insert(DONE, id.as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    sequence.to_string().as_str(),
+                );
+                let stored = match jet
+                    .publish
+                    .publish_with_headers(format!("{subject}.r"), headers, Bytes::new())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    tracing::debug!(error = %e, %subject, "could not mark an effect record done");
+                }
+            }
+        });
+        Records { stream, applied }
     }
 
-    /// The subject of the record of `source`'s message.
+    /// The subjects of the record of `source`'s message (the record is on
+    /// `.r` below it, the marks on `.a.<n>`).
     pub(crate) fn subject(source: &Source) -> String {
         format!(
             "{PREFIX}.{}.{}.{}",
@@ -75,38 +129,83 @@ impl Records {
         )
     }
 
-    /// The message's record, if one is stored.
-    pub(crate) async fn lookup(&self, source: &Source) -> Result<Option<Stored>, FlushError> {
-        let subject = Records::subject(source);
-        let found = if self.stream.cached_info().config.allow_direct {
-            match self
-                .stream
-                .direct_get_last_for_subject(subject.as_str())
-                .await
-            {
-                Ok(m) => Some((m.sequence, m.headers, m.payload)),
+    /// The last message on `subject`, if any.
+    async fn last(&self, subject: &str) -> Result<Option<(u64, HeaderMap, Bytes)>, FlushError> {
+        if self.stream.cached_info().config.allow_direct {
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(m) => Ok(Some((m.sequence, m.headers, m.payload))),
                 Err(e)
                     if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
                 {
-                    None
+                    Ok(None)
                 }
-                Err(e) => return Err(unavailable(e, "reading the delivery's effect record")),
+                Err(e) => Err(unavailable(e, "reading the effects stream")),
             }
         } else {
-            match self.stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(m) => Some((m.sequence, m.headers, m.payload)),
+            match self.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some((m.sequence, m.headers, m.payload))),
                 Err(e)
                     if e.kind()
                         == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
                 {
-                    None
+                    Ok(None)
                 }
-                Err(e) => return Err(unavailable(e, "reading the delivery's effect record")),
+                Err(e) => Err(unavailable(e, "reading the effects stream")),
             }
-        };
+        }
+    }
+
+    /// Whether write `index` of the record on `subject` is marked applied.
+    pub(crate) async fn is_marked(&self, subject: &str, index: usize) -> Result<bool, FlushError> {
+        Ok(self.last(&format!("{subject}.a.{index}")).await?.is_some())
+    }
+
+    /// Marks write `index` of record `id` (on `subject`) as applied, if
+    /// that record is still there: its message is not settled, so a
+    /// redelivery may have to tell whether the write was applied. Returns
+    /// once the mark is stored.
+    pub(crate) async fn mark_if_pending(
+        &self,
+        jet: &Jet,
+        subject: &str,
+        id: &str,
+        index: usize,
+    ) -> Result<(), FlushError> {
+        if !subject.starts_with(PREFIX) {
+            return Ok(());
+        }
+        let pending = self
+            .last(&format!("{subject}.r"))
+            .await?
+            .is_some_and(|(_, h, _)| h.get(RECORD_ID).is_some_and(|v| v.as_str() == id));
+        tracing::debug!(%subject, record = %id, pending, "overwriting another record's write");
+        if !pending {
+            return Ok(());
+        }
+        let mark = format!("{subject}.a.{index}");
+        let mut headers = HeaderMap::new();
+        headers.insert(RECORD_ID, id);
+        match jet
+            .publish
+            .publish_with_headers(mark.clone(), headers, Bytes::new())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| unavailable(e, &format!("marking \"{mark}\"")))
+    }
+
+    /// What the message's record subject holds.
+    pub(crate) async fn lookup(&self, source: &Source) -> Result<Found, FlushError> {
+        let subject = format!("{}.r", Records::subject(source));
+        let found = self.last(&subject).await?;
         let Some((sequence, headers, payload)) = found else {
-            return Ok(None);
+            return Ok(Found::Nothing);
         };
+        if headers.get(DONE).is_some() {
+            return Ok(Found::Done);
+        }
         let id = headers
             .get(RECORD_ID)
             .map(|v| v.as_str().to_string())
@@ -117,7 +216,7 @@ impl Records {
                  the message is held until it is removed or repaired"
             ))
         })?;
-        Ok(Some(Stored { sequence, record }))
+        Ok(Found::Record(Stored { sequence, record }))
     }
 
     /// Stores `record` as the message's, if the last record on its subject
@@ -135,7 +234,7 @@ impl Records {
             "Nats-Expected-Last-Subject-Sequence",
             after.to_string().as_str(),
         );
-        let subject = Records::subject(source);
+        let subject = format!("{}.r", Records::subject(source));
         let failed = match jet
             .publish
             .publish_with_headers(subject.clone(), headers, encode(record))
@@ -158,12 +257,15 @@ impl Records {
         ))
     }
 
-    /// Deletes a record whose message is acked (confirmed). A record left
-    /// behind (the host stopped first) only takes room until the stream's
-    /// limits remove it: its message will not be delivered again.
-    pub(crate) async fn forget(&self, sequence: u64) {
-        if let Err(e) = self.stream.delete_message(sequence).await {
-            tracing::debug!(error = %e, sequence, "could not delete an applied effect record");
+    /// Replaces, soon, the record of `source`'s message (at `sequence`, with
+    /// `id`) with a done marker, once the message is acked (confirmed) or
+    /// dead-lettered. A record left as it is (the host stopped first, or the
+    /// queue was full) is applied again if the message comes back, which
+    /// stores nothing twice.
+    pub(crate) fn forget(&self, source: &Source, sequence: u64, id: &str) {
+        let marked = (Records::subject(source), sequence, id.to_string());
+        if self.applied.try_send(marked).is_err() {
+            tracing::debug!("effect record left as it is");
         }
     }
 }
