@@ -20,6 +20,7 @@ mod no_std;
 mod operations;
 mod outputs;
 mod policy;
+mod reasons;
 mod reload;
 mod shutdown;
 mod streams;
