@@ -287,6 +287,76 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(v["fields"]["handler"], "test");
     assert_eq!(v["fields"]["sequence"], 1);
     assert_eq!(v["fields"]["reason"], "for the log");
+    // JSON lines keep the delivery span's full context.
+    assert_eq!(v["span"]["name"], "delivery");
+    assert_eq!(v["span"]["messaging.system"], "nats");
+    assert_eq!(v["span"]["trace_id"].as_str().map(str::len), Some(32));
+}
+
+/// A text line inside a delivery names it by handler, subject, sequence
+/// and attempt, then says what happened: short enough to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_name_the_delivery_compactly() {
+    let (server, js) = bed().await;
+    publish_behave(&js, "in.a", "reject:for the log").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &behave_config_text(&server.url(), "max_attempts = 1"),
+    );
+    let host = Binary::spawn_logged(
+        &["run", "-c", path.to_str().unwrap()],
+        &[("WHARF_LOG_FORMAT", "text")],
+    );
+    host.wait_log("dead-lettered").await;
+    host.signal("TERM");
+    host.wait_log("stopped").await;
+    let lines = host.lines();
+    assert_eq!(host.wait().await, Some(0));
+    let line = lines
+        .iter()
+        .find(|l| l.contains("dead-lettered"))
+        .expect("a dead-letter line");
+    let (time, rest) = line.split_once(' ').unwrap();
+    assert!(
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{line}"
+    );
+    assert_eq!(
+        rest,
+        " INFO handler=test subject=in.a seq=1 attempt=1: dead-lettered handler=test \
+         stream=IN sequence=1 kind=rejected reason=for the log"
+    );
+    // Lines outside a delivery have no context, and none has the span's ids.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" INFO stopped reconnects=0")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("trace_id")), "{lines:#?}");
+}
+
+/// `check --server` prints its verdict and nothing else: no log line
+/// about the connection closing after the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_without_log_lines() {
+    let (server, _js) = bed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &behave_config_text(&server.url(), ""));
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["check", "-c", path.to_str().unwrap(), "--server", &url])
+            .env_remove("WHARF_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (1 handler)"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 /// Every metric the example Grafana dashboard queries is one the binary exports.
