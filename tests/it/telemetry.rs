@@ -22,6 +22,44 @@ async fn scrape(port: u16) -> String {
     body
 }
 
+/// The consumer's backlog gauges are read when `/metrics` is scraped, not
+/// up to a poll (5 s) earlier: messages published a moment before the
+/// scrape are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_gauges_are_read_at_scrape_time() {
+    let (server, js) = bed().await;
+    let port = free_port();
+    let mut config = with_metrics(
+        &server,
+        port,
+        "concurrency = 1\nprefetch = 0\ntimeout = \"60s\"\nack_wait = \"90s\"",
+    );
+    config.runtime.drain_timeout = std::time::Duration::from_millis(100);
+    let host = Host::start(config);
+    // The only place is taken by a delivery blocked in the guest.
+    publish_behave(&js, "in.a", "wait:60000").await;
+    eventually("the slow delivery runs", || async {
+        consumer_counts(&js, "IN", "test").await == Some((0, 1))
+    })
+    .await;
+    let gauge = |m: &str, name: &str| sample(m, name, &[("handler", "test")]);
+    // The watcher's first poll has seen the running delivery.
+    eventually("the gauges know the running delivery", || async {
+        gauge(&scrape(port).await, "wharf_consumer_ack_pending_messages") == Some(1.0)
+    })
+    .await;
+    for _ in 0..3 {
+        publish_behave(&js, "in.a", "ok").await;
+    }
+    let metrics = scrape(port).await;
+    assert_eq!(
+        gauge(&metrics, "wharf_consumer_pending_messages"),
+        Some(3.0),
+        "{metrics}"
+    );
+    host.stop().await.unwrap();
+}
+
 /// The delivery counters agree with the books of a real run: acked plus
 /// dead-lettered equals what was published, retries are counted, and so
 /// are outputs, dead letters by kind and guest runs.
