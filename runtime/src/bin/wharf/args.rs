@@ -59,7 +59,8 @@ pub(crate) enum Command {
         config: ConfigArg,
         #[command(flatten)]
         metrics: MetricsArg,
-        /// The local server's client port (default: 4222 when free, else any free port).
+        /// The local server's client port (default: 4222 when free, else any
+        /// free port; 0 for any free port).
         #[arg(long)]
         port: Option<u16>,
         /// Keep the local server's data in this directory between runs

@@ -26,7 +26,7 @@ use crate::service::Signals;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The server's client port; `None` takes 4222 when it is free, else
-    /// one the server picks.
+    /// one the server picks, as `Some(0)` always does.
     pub port: Option<u16>,
     /// Where the server keeps its data between runs; `None` uses a
     /// temporary directory, removed when dev stops.
@@ -159,11 +159,13 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
         }
     });
     crate::service::check(&config).await?;
-    let port = options.port.or_else(|| {
-        std::net::TcpListener::bind(("127.0.0.1", DEFAULT_PORT))
+    let port = match options.port {
+        Some(0) => None,
+        Some(port) => Some(port),
+        None => std::net::TcpListener::bind(("127.0.0.1", DEFAULT_PORT))
             .ok()
-            .map(|_| DEFAULT_PORT)
-    });
+            .map(|_| DEFAULT_PORT),
+    };
     let server = NatsServer::start_dev(options.data_dir.as_deref(), port)?;
     let url = server.url();
     say(&format!(
