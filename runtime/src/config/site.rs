@@ -35,7 +35,7 @@ impl<'a> Site<'a> {
         }
     }
 
-    pub(super) fn text(&self, field: &str, msg: impl fmt::Display) -> String {
+    fn text(&self, field: &str, msg: impl fmt::Display) -> String {
         match &self.place {
             Some(place) => format!("{place}: field `{field}`: {msg}"),
             None => format!("field `{field}`: {msg}"),

@@ -106,18 +106,26 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
     if let Err(e) = check(config).await {
         problems.add(e);
     }
-    let client = connect::connect(&config.nats, "wharf-check").await?;
+    let in_config = || format!("config {}", config.path.display());
+    let client = match connect::connect(&config.nats, "wharf-check").await {
+        Ok(client) => client,
+        Err(e) => {
+            problems.add(e);
+            return problems.into_result().with_context(in_config);
+        }
+    };
     let js = jetstream::new(client);
     for s in &config.streams {
-        match stream_spec::find(&js, s).await? {
-            Found::Same => {}
-            Found::Missing => problems.push(format!(
+        match stream_spec::find(&js, s).await {
+            Err(e) => problems.add(e),
+            Ok(Found::Same) => {}
+            Ok(Found::Missing) => problems.push(format!(
                 "stream \"{}\" is declared in a [[stream]] table but does not exist; \
                  create it with `wharf streams apply -c {}`",
                 s.name,
                 config.path.display()
             )),
-            Found::Differs(diffs, _) => problems.push(format!(
+            Ok(Found::Differs(diffs, _)) => problems.push(format!(
                 "stream \"{}\" differs from its [[stream]] table: {}; \
                  `wharf streams apply --update` changes it",
                 s.name,
@@ -132,9 +140,7 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
             problems.add(e);
         }
     }
-    problems
-        .into_result()
-        .with_context(|| format!("config {}", config.path.display()))
+    problems.into_result().with_context(in_config)
 }
 
 /// Runs every handler until `shutdown` resolves, then drains and returns.
