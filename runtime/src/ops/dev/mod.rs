@@ -188,15 +188,32 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
             None
         }
     };
-    let dlq = format!(
-        "wharf dlq -c {}{} list",
-        config.path.display(),
-        if state.is_some() {
-            String::new()
-        } else {
-            format!(" --url {url}")
-        }
-    );
+    // One command per handler with dead letters; `--handler` only when
+    // there are several.
+    let url_arg = match state {
+        Some(_) => String::new(),
+        None => format!(" --url {url}"),
+    };
+    let with_dlq: Vec<&str> = config
+        .handlers
+        .iter()
+        .filter(|h| h.dead_letter.is_some())
+        .map(|h| h.name.as_str())
+        .collect();
+    let dlq: Vec<String> = with_dlq
+        .iter()
+        .map(|name| {
+            let handler = if with_dlq.len() > 1 {
+                format!(" --handler {name}")
+            } else {
+                String::new()
+            };
+            format!(
+                "wharf dlq -c {}{handler}{url_arg} list",
+                config.path.display()
+            )
+        })
+        .collect();
     let session = Arc::new(Mutex::new(Some(Session {
         _state: state,
         _server: server,
@@ -220,7 +237,9 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
         say(&format!(
             "metrics at http://{addr}/metrics, health at /healthz and /readyz"
         ));
-        say(&format!("dead letters: {dlq}"));
+        for command in &dlq {
+            say(&format!("dead letters: {command}"));
+        }
         say("Ctrl-C drains the handlers, then stops the server");
     })
     .await;
