@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::HandlerConfig;
 use crate::effects::classify::stored_by;
+use crate::problems::Problems;
 use crate::subject;
 
 /// How long one pull request waits for messages. It bounds how long an idle
@@ -79,8 +80,8 @@ pub(crate) async fn stream(
         let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND);
         if missing {
             BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `stream`: stream \"{}\" does not exist; create it, \
-                 or declare it in [[stream]] and use `wharf dev`",
+                "handler \"{}\": field `stream`: stream \"{}\" does not exist; declare it in a \
+                 [[stream]] table and run `wharf streams apply` (or create it yourself)",
                 handler.name,
                 handler.stream
             ))
@@ -261,57 +262,21 @@ pub(crate) fn differences(
 }
 
 /// Checks that dead-letter copies and literal outputs have a stream to land
-/// in, and that dead-letter copies cannot loop back into the handler's own consumer.
+/// in, and that dead-letter copies cannot loop back into the handler's own
+/// consumer. A mismatch with the config is reported with every other one
+/// this handler has (`Problems`); a server that cannot answer, at once.
 pub(crate) async fn subjects(
     js: &jetstream::Context,
     handler: &HandlerConfig,
 ) -> Result<(), BindError> {
+    let mut problems = Problems::new();
     if let Some(dl) = &handler.dead_letter {
-        let stored = stored_by(js, dl).await.map_err(|e| {
-            BindError::Unavailable(e.context(format!(
-                "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
-                handler.name
-            )))
-        })?;
-        let Some(stream) = stored else {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\"; \
-                 create one (e.g. `nats stream add DLQ --subjects '{dl}'`) so dead-letter copies are kept",
-                handler.name
-            )));
-        };
-        let retention = js
-            .get_stream(&stream)
-            .await
-            .map(|s| s.cached_info().config.retention)
-            .map_err(|e| {
-                BindError::Unavailable(anyhow::anyhow!(
-                    "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
-                    handler.name
-                ))
-            })?;
-        if retention == RetentionPolicy::Interest {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
-                 keeps messages only while a consumer is interested: dead-letter copies would \
-                 vanish; use a stream with limits retention",
-                handler.name
-            )));
-        }
-        let filter_hits = handler
-            .filter_subject
-            .as_deref()
-            .is_none_or(|f| subject::matches(f, dl));
-        if stream == handler.stream && filter_hits {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
-                 stream \"{}\" and would be delivered back to it; use a subject outside its filter",
-                handler.name,
-                handler.stream
-            )));
-        }
+        dead_letter(js, handler, dl, &mut problems).await?;
     }
-    own_input(js, handler).await?;
+    match own_input(js, handler).await {
+        Err(BindError::Config(e)) => problems.add(e),
+        other => other?,
+    }
     for subject in handler.publish.literals() {
         let stored = stored_by(js, subject).await.map_err(|e| {
             BindError::Unavailable(e.context(format!(
@@ -320,12 +285,65 @@ pub(crate) async fn subjects(
             )))
         })?;
         if stored.is_none() {
-            return Err(BindError::Config(anyhow::anyhow!(
+            problems.push(format!(
                 "handler \"{}\": field `publish`: no stream stores subject \"{subject}\"; \
-                 outputs must land in JetStream, so create a stream for it",
+                 outputs must land in JetStream: add it to a [[stream]] table's subjects and \
+                 run `wharf streams apply`",
                 handler.name
-            )));
+            ));
         }
+    }
+    problems.into_result().map_err(BindError::Config)
+}
+
+/// The dead-letter subject's stream: there is one, it keeps what it
+/// stores, and it does not deliver the copies back to the handler.
+async fn dead_letter(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+    dl: &str,
+    problems: &mut Problems,
+) -> Result<(), BindError> {
+    let stored = stored_by(js, dl).await.map_err(|e| {
+        BindError::Unavailable(e.context(format!(
+            "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
+            handler.name
+        )))
+    })?;
+    let Some(stream) = stored else {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\", so \
+             dead-letter copies would be lost; add it to a [[stream]] table's subjects and run \
+             `wharf streams apply`",
+            handler.name
+        ));
+        return Ok(());
+    };
+    let retention = js
+        .get_stream(&stream)
+        .await
+        .map(|s| s.cached_info().config.retention)
+        .map_err(|e| {
+            BindError::Unavailable(anyhow::anyhow!(
+                "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
+                handler.name
+            ))
+        })?;
+    if retention == RetentionPolicy::Interest {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
+             keeps messages only while a consumer is interested: dead-letter copies would \
+             vanish; use a stream with limits retention",
+            handler.name
+        ));
+    }
+    let filter = handler.filter_subject.as_deref();
+    if stream == handler.stream && filter.is_none_or(|f| subject::matches(f, dl)) {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
+             stream \"{}\" and would be delivered back to it; use a subject outside its filter",
+            handler.name, handler.stream
+        ));
     }
     Ok(())
 }
@@ -336,28 +354,25 @@ pub(crate) async fn subjects(
 async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
     let input = stream(js, handler).await?;
     let subjects = &input.cached_info().config.subjects;
+    let filter = handler.filter_subject.as_deref();
+    let mut problems = Problems::new();
     for pattern in handler.publish.patterns() {
         let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
-            && handler
-                .filter_subject
-                .as_deref()
-                .is_none_or(|f| subject::overlap(pattern, f));
+            && filter.is_none_or(|f| subject::overlap(pattern, f));
         if reaches {
-            return Err(BindError::Config(anyhow::anyhow!(
+            problems.push(format!(
                 "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
                  (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
                  allow-list or the filter",
                 handler.name,
                 handler.stream,
-                handler
-                    .filter_subject
-                    .as_deref()
+                filter
                     .map(|f| format!(", filter \"{f}\""))
                     .unwrap_or_default()
-            )));
+            ));
         }
     }
-    Ok(())
+    problems.into_result().map_err(BindError::Config)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 
 use crate::config::{HandlerConfig, Isolation};
 use crate::sandbox::bindings::v01::{Handler, HandlerPre};
@@ -16,15 +16,11 @@ use crate::sandbox::bindings::{HandlerError, Message, World};
 use crate::sandbox::engine::EPOCH_TICK;
 use crate::sandbox::host::wasi::Output;
 use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
+use crate::sandbox::trap;
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
 use crate::state::Write;
 use crate::telemetry::RunTimes;
-
-/// How much of the end of a guest's stderr a trap's reason keeps: that is
-/// where a Rust panic message, a Python traceback's last line or a JS
-/// error's `name: message` land.
-const STDERR_TAIL: usize = 700;
 
 /// One handler's compiled component and the instances it may reuse.
 pub(crate) struct Guest {
@@ -187,7 +183,7 @@ impl Guest {
             }
             Ok(Err(e)) => {
                 let (failure, detail) =
-                    classify(&e, state.limits.hit, handler, &output.stderr_tail);
+                    trap::classify(&e, state.limits.hit, handler, &output.stderr_tail);
                 (Outcome::Failed { failure, detail }, None)
             }
             Err(_) => (
@@ -312,56 +308,6 @@ pub(crate) fn memory_too_small(handler: &HandlerConfig, needed: u64) -> anyhow::
     )
 }
 
-/// Tells a limit from a trap, and says which in words fit for a dead-letter reason.
-fn classify(
-    err: &wasmtime::Error,
-    hit: Option<Failure>,
-    config: &HandlerConfig,
-    stderr: &[u8],
-) -> (Failure, String) {
-    let trap = err.downcast_ref::<Trap>().copied();
-    match (hit, trap) {
-        (Some(Failure::Timeout), _) => (
-            Failure::Timeout,
-            format!(
-                "handler exceeded its timeout of {}",
-                humantime::format_duration(config.timeout)
-            ),
-        ),
-        (_, Some(Trap::OutOfFuel)) => (Failure::Timeout, "handler ran out of fuel".to_string()),
-        (Some(Failure::Memory), _) => (
-            Failure::Memory,
-            format!(
-                "handler exceeded its memory limit of {} bytes",
-                config.memory
-            ),
-        ),
-        (_, Some(Trap::StackOverflow)) => {
-            (Failure::Trap, with_stderr("stack overflow".into(), stderr))
-        }
-        (_, Some(t)) => (Failure::Trap, with_stderr(format!("trap: {t}"), stderr)),
-        // The cause first: the chain around it starts with a wasm backtrace,
-        // and a reason keeps only its first kilobyte.
-        (_, None) => (
-            Failure::Trap,
-            with_stderr(format!("{} ({err:#})", err.root_cause()), stderr),
-        ),
-    }
-}
-
-/// Appends the end of the guest's stderr to a trap reason.
-fn with_stderr(detail: String, stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    if text.is_empty() {
-        return detail;
-    }
-    format!(
-        "{detail}; stderr: {}",
-        crate::text::tail(text, STDERR_TAIL, "…")
-    )
-}
-
 fn log_output(handler: &str, output: &Output, log_dropped: u64) {
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let line = crate::text::escape_controls(line);
@@ -403,18 +349,5 @@ mod tests {
         assert!(pool_full(&err), "{err:#}");
         let other = wasmtime::Error::msg("something else");
         assert!(!pool_full(&other));
-    }
-
-    #[test]
-    fn a_trap_reason_keeps_the_end_of_stderr() {
-        let stderr = format!("{}\nValueError: the last line", "x".repeat(2000));
-        let reason = with_stderr("trap: unreachable".into(), stderr.as_bytes());
-        assert!(
-            reason.starts_with("trap: unreachable; stderr: …"),
-            "{reason}"
-        );
-        assert!(reason.ends_with("ValueError: the last line"), "{reason}");
-        assert!(reason.len() < 800, "{}", reason.len());
-        assert_eq!(with_stderr("trap".into(), b"  \n"), "trap");
     }
 }

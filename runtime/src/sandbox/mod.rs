@@ -17,3 +17,4 @@ pub(crate) mod host;
 mod linker;
 pub(crate) mod loader;
 pub(crate) mod store;
+mod trap;
