@@ -231,6 +231,53 @@ async fn a_crash_between_the_writes_and_the_ack_applies_them_once() {
     assert_counter_books(&js, 30).await;
 }
 
+/// Every operation, in order on one key: a put, a get that reads it, a
+/// delete, a create on the deleted key, a create on a key that has a value
+/// (it conflicts until the attempt ends, so nothing is written), and a
+/// delete expecting the revision read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_creates_deletes_and_gets_in_order() {
+    let (_server, js, config) = state_bed("concurrency = 1\nmax_attempts = 1").await;
+    let kv = js.get_key_value("counters").await.unwrap();
+    let value = |kv: async_nats::jetstream::kv::Store| async move {
+        kv.get("k")
+            .await
+            .unwrap()
+            .map(|v| String::from_utf8_lossy(&v).to_string())
+    };
+    let steps: [(&[(&str, &str)], Option<&str>); 5] = [
+        (&[("op", "put"), ("value", "1")], Some("1")),
+        (&[("op", "get")], Some("1")),
+        (&[("op", "delete")], None),
+        (&[("op", "create"), ("value", "2")], Some("2")),
+        (&[("op", "delete-read")], None),
+    ];
+    for (headers, expected) in steps {
+        publish(&js, "in.k", b"", headers).await;
+        run_until_drained(&js, config.clone()).await;
+        assert_eq!(
+            value(kv.clone()).await.as_deref(),
+            expected,
+            "after {headers:?}"
+        );
+    }
+    let read: Vec<String> = messages(&js, "COUNTED")
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).to_string())
+        .collect();
+    assert_eq!(read, ["1"], "the get published what it read");
+    // A create on a key with a value conflicts on every rerun, then
+    // dead-letters as `conflict` on the final attempt; the key keeps its value.
+    publish(&js, "in.k", b"", &[("op", "put"), ("value", "3")]).await;
+    publish(&js, "in.k", b"", &[("op", "create"), ("value", "4")]).await;
+    run_until_drained(&js, config).await;
+    assert_eq!(value(kv).await.as_deref(), Some("3"));
+    let dl = messages(&js, "DLQ").await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(header(&dl[0], "Wharf-Reason-Kind"), Some("conflict"));
+}
+
 /// A guest reaches only the buckets its config names, writes only in
 /// `read-write` mode, and gets typed errors for a bad key, too many staged
 /// writes and a second conditional write; each is a reject here, so the
