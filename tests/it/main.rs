@@ -23,3 +23,4 @@ mod reload;
 mod shutdown;
 mod state;
 mod telemetry;
+mod worlds;
