@@ -40,8 +40,8 @@
 //! ([`publish`](crate::publish), [`config`](crate::config),
 //! [`log`](crate::log), [`Bucket::open`](crate::kv::Bucket::open) and
 //! `info!` without a target) belong to the `handler` world: a batch
-//! component that calls them imports that world's interfaces, which a
-//! `batch-handler` component does not have, and the host refuses it. In a
+//! component that calls them imports that world's interfaces, which are
+//! not the `batch-handler` world's, so the component implements neither. In a
 //! batch handler use the batch's and the messages' methods, and log with a
 //! target: `info!(batch, "...")`, `warn!(msg, "...")`. The SDK's test host
 //! (`wharf_guest::testing`) fails a test that mixes the two.

@@ -76,8 +76,8 @@ fn with<R>(world: World, what: &str, f: impl FnOnce(&mut Session) -> R) -> R {
                 "{what} belongs to handlers of one message at a time (handler!), but a batch \
                  handler called it: use the batch's and its messages' methods \
                  (BatchMessage::publish, BatchMessage::bucket, Batch::config, info!(batch, ...)); \
-                 a batch component that calls it imports the `handler` world's interfaces, and \
-                 the host refuses it"
+                 a batch component that calls it imports the `handler` world's interfaces and \
+                 implements neither world"
             ),
             (World::Batch, World::Handler) => {
                 panic!("{what} belongs to batch handlers, but a handler of one message called it")
