@@ -141,43 +141,6 @@ async fn thousand_orders_through_the_javascript_example() {
     thousand_orders(javascript()).await;
 }
 
-/// Builds a `behave` fixture in another language once per run.
-fn fixture(name: &str, script: &str, entry: &str) -> PathBuf {
-    let root = root();
-    let out = root
-        .join("guests/target/fixtures")
-        .join(format!("{name}.wasm"));
-    let status = std::process::Command::new(root.join("scripts").join(script))
-        .arg(root.join(entry))
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
-    assert!(status.success(), "scripts/{script} failed to build {entry}");
-    out
-}
-
-pub(crate) fn behave_py() -> &'static Path {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        fixture(
-            "behave_py",
-            "build-python-handler.sh",
-            "guests/fixtures/behave-py/handler.py",
-        )
-    })
-}
-
-pub(crate) fn behave_js() -> &'static Path {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        fixture(
-            "behave_js",
-            "build-js-handler.sh",
-            "guests/fixtures/behave-js/handler.js",
-        )
-    })
-}
-
 /// In Python and JavaScript, `Retry` and `Reject` settle as in Rust, and an
 /// uncaught exception settles like a Rust panic: nak'd with backoff, then
 /// dead-lettered as `trap` with the SDK's last line on stderr (the

@@ -28,3 +28,4 @@ mod shutdown;
 mod state;
 mod streams;
 mod telemetry;
+mod worlds;

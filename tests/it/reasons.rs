@@ -8,7 +8,6 @@ use std::path::Path;
 use wharf::config::Connection;
 use wharf::dlq::{Dlq, Target};
 
-use crate::example::{behave_js, behave_py};
 use crate::support::*;
 
 /// Runs one message with `behave` through `component` on its only attempt;

@@ -245,7 +245,8 @@ async fn puts_creates_deletes_and_gets_in_order() {
             .unwrap()
             .map(|v| String::from_utf8_lossy(&v).to_string())
     };
-    let steps: [(&[(&str, &str)], Option<&str>); 5] = [
+    type Step<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let steps: [Step; 5] = [
         (&[("op", "put"), ("value", "1")], Some("1")),
         (&[("op", "get")], Some("1")),
         (&[("op", "delete")], None),
@@ -441,6 +442,79 @@ fn publish_never_reaches_a_bucket_or_an_effect_record() {
         assert!(
             err.contains("field `publish`") && err.contains("`kv` table"),
             "{subject}: {err}"
+        );
+    }
+}
+
+/// Every guest SDK's key-value API against the host: a running total per
+/// key, read and written conditionally by `behave` in Rust, Python and
+/// JavaScript (`total:totals`), with concurrent deliveries on one key
+/// conflicting and running again, ends at the sum of the payloads, and
+/// publishes each step of it once; a bucket outside the handler's `kv`
+/// table, left uncaught, rejects the message with the SDK's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_keeps_a_running_total_through_the_host() {
+    for component in [wasm("behave"), behave_py().into(), behave_js().into()] {
+        let (server, js) = bed().await;
+        let config = config_for(
+            &server,
+            &component,
+            "concurrency = 4\nmax_attempts = 3\nmemory = \"128MiB\"\ntimeout = \"10s\"\n\
+             [handler.kv]\ntotals = \"read-write\"",
+        );
+        wharf::dev::create_streams(&js, &config)
+            .await
+            .expect("creating the bucket and the effects stream");
+        for i in 1..=10u64 {
+            for key in ["a", "b"] {
+                let amount = i.to_string();
+                publish(
+                    &js,
+                    &format!("in.{key}"),
+                    amount.as_bytes(),
+                    &[("behave", "total:totals")],
+                )
+                .await;
+            }
+        }
+        publish(&js, "in.c", b"1", &[("behave", "total:secret")]).await;
+        run_until_drained(&js, config).await;
+        let what = component.display();
+        let kv = js.get_key_value("totals").await.expect("bucket totals");
+        for key in ["a", "b"] {
+            let value = kv.get(key).await.unwrap().expect("a total");
+            assert_eq!(String::from_utf8_lossy(&value), "55", "{what}: key {key}");
+        }
+        let mut steps: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for m in messages(&js, "OUT").await {
+            let text = String::from_utf8_lossy(&m.payload).to_string();
+            let (key, total) = text.split_once(' ').expect("`<key> <total>`");
+            steps
+                .entry(key.into())
+                .or_default()
+                .push(total.parse().unwrap());
+        }
+        for (key, totals) in &mut steps {
+            totals.sort_unstable();
+            assert_eq!(
+                (totals.len(), totals.last()),
+                (10, Some(&55)),
+                "{what}: key {key}: {totals:?}"
+            );
+        }
+        let dls = messages(&js, "DLQ").await;
+        assert_eq!(dls.len(), 1, "{what}");
+        assert_eq!(
+            header(&dls[0], "Wharf-Reason-Kind"),
+            Some("rejected"),
+            "{what}"
+        );
+        assert_eq!(
+            header(&dls[0], "Wharf-Reason"),
+            Some(
+                "key-value access denied: bucket \"secret\" is not in handler \"test\"'s `kv` table"
+            ),
+            "{what}"
         );
     }
 }
