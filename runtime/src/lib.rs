@@ -24,7 +24,8 @@
 //! `sandbox/` and `effects/` do not import each other. The files at the top
 //! are the shared vocabulary every layer may use and that imports no layer:
 //! `config/`, `connect` (the NATS connection), `subject`, `headers`,
-//! `trace`, `text`, `throttle`, `settle` (the settlement table), `source`
+//! `trace`, `text`, `throttle`, `settle` (the settlement table), `request`
+//! (what a guest's request returns), `source`
 //! (where a delivery came from) and `staged` (what a delivery asks for once
 //! it succeeds).
 //!
@@ -39,6 +40,7 @@ mod delivery;
 mod effects;
 mod headers;
 mod ops;
+mod request;
 mod sandbox;
 mod service;
 mod settle;
@@ -52,4 +54,4 @@ mod throttle;
 mod trace;
 
 pub use ops::{dev, dlq, server};
-pub use service::{Signals, bench, check, check_with_server, run};
+pub use service::{Checked, Signals, bench, check, check_with_server, run};

@@ -5,6 +5,8 @@ mod support;
 
 mod chaos;
 mod cluster;
+mod compat;
+mod compat_kv;
 mod connect;
 mod core;
 mod counter_books;

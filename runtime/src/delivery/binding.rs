@@ -332,29 +332,37 @@ pub(crate) async fn subjects(
 
 /// Refuses an allow-list that reaches the handler's own input (its
 /// stream's subjects, within its filter): every output would be delivered
-/// back to the handler, which would publish again, without end.
+/// back to the handler, which would publish again, without end. The same
+/// holds for the subjects its requests may reach: a request to a subject a
+/// stream stores is a publish that is not even held back.
 async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
     let input = stream(js, handler).await?;
     let subjects = &input.cached_info().config.subjects;
-    for pattern in handler.publish.patterns() {
-        let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
-            && handler
-                .filter_subject
-                .as_deref()
-                .is_none_or(|f| subject::overlap(pattern, f));
-        if reaches {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
-                 (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
-                 allow-list or the filter",
-                handler.name,
-                handler.stream,
-                handler
+    let lists = [
+        ("publish", handler.publish.patterns()),
+        ("request", handler.compat.request.patterns()),
+    ];
+    for (field, patterns) in lists {
+        for pattern in patterns {
+            let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
+                && handler
                     .filter_subject
                     .as_deref()
-                    .map(|f| format!(", filter \"{f}\""))
-                    .unwrap_or_default()
-            )));
+                    .is_none_or(|f| subject::overlap(pattern, f));
+            if reaches {
+                return Err(BindError::Config(anyhow::anyhow!(
+                    "handler \"{}\": field `{field}`: \"{pattern}\" reaches the handler's own \
+                     input (stream \"{}\"{}), so what it sends would be delivered back to it; \
+                     narrow the list or the filter",
+                    handler.name,
+                    handler.stream,
+                    handler
+                        .filter_subject
+                        .as_deref()
+                        .map(|f| format!(", filter \"{f}\""))
+                        .unwrap_or_default()
+                )));
+            }
         }
     }
     Ok(())

@@ -65,15 +65,34 @@ async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Validates a configuration and its components without a server.
-pub async fn check(config: &Config) -> anyhow::Result<()> {
-    prepare(config).await.map(|_| ())
+/// One handler as `check` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The handler's name.
+    pub handler: String,
+    /// The world its component implements and what else it imports, e.g.
+    /// `wasmcloud:messaging@0.2.0 (compatibility), with wasi:keyvalue@0.2.0-draft2`.
+    pub world: String,
+}
+
+/// Validates a configuration and its components without a server, and
+/// says which world each handler's component implements.
+pub async fn check(config: &Config) -> anyhow::Result<Vec<Checked>> {
+    let prepared = prepare(config).await?;
+    Ok(prepared
+        .loaded
+        .iter()
+        .map(|l| Checked {
+            handler: l.guest.handler().name.clone(),
+            world: l.described.clone(),
+        })
+        .collect())
 }
 
 /// Checks what `check` does, then, against the server, that every handler's
 /// stream exists and its dead-letter and publish subjects are stored by a stream.
-pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
-    check(config).await?;
+pub async fn check_with_server(config: &Config) -> anyhow::Result<Vec<Checked>> {
+    let checked = check(config).await?;
     let client = connect::connect(&config.nats, "wharf-check").await?;
     let js = jetstream::new(client);
     for handler in &config.handlers {
@@ -87,7 +106,7 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
     crate::delivery::state::open(&js, config)
         .await
         .map_err(BindError::into_error)?;
-    Ok(())
+    Ok(checked)
 }
 
 /// Runs every handler until `shutdown` resolves, then drains and returns.
@@ -280,6 +299,12 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         .loader
         .kv_reader
         .set(Arc::new(state.buckets.clone()));
+    prepared
+        .loader
+        .requester
+        .set(Arc::new(crate::effects::request::NatsRequester(
+            link.client.clone(),
+        )));
     Ok(Started {
         prepared,
         link,
