@@ -3,6 +3,7 @@
 
 mod support;
 
+mod autoscale;
 mod chaos;
 mod cluster;
 mod compat;
