@@ -118,7 +118,8 @@ fn check_names_each_world_and_refuses_the_rest() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
-        "handler \"cloud\": world: wasmcloud:messaging@0.2.0 (compatibility), with wasi:logging@0.1.0-draft",
+        "handler \"cloud\": world: wasmcloud:messaging@0.2.0 (compatibility), \
+         with wasi:keyvalue@0.2.0-draft, wasi:logging@0.1.0-draft",
         "handler \"wasi\": world: wasi:messaging@0.2.0-draft (compatibility)",
         "handler \"kv\": world: wasi:messaging@0.2.0-draft (compatibility), with wasi:keyvalue@0.2.0-draft2",
         "handler \"own\": world: wharf:handler/handler@0.2.0",

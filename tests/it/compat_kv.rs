@@ -1,16 +1,18 @@
-//! WASI key-value (`wasi:keyvalue@0.2.0-draft2`) on Wharf's key-value
-//! capability, through the counter books of `state`: a component written
-//! for the WASI messaging and key-value proposals counts messages per key
-//! with `increment` (or compare-and-swap), and every counter equals its
-//! outputs, whatever conflicts, failures and crashes happen; and what
-//! Wharf refuses comes back as the proposal's `error`.
+//! WASI key-value on Wharf's key-value capability, through the counter
+//! books of `state`: a component written for the WASI messaging and
+//! key-value proposals (`wasi:keyvalue@0.2.0-draft2`) counts messages per
+//! key with `increment` (or compare-and-swap), and so does a wasmCloud
+//! component with the earlier draft wasmCloud's hosts provide
+//! (`0.2.0-draft`); every counter equals its outputs, whatever conflicts,
+//! failures and crashes happen; and what Wharf refuses comes back as the
+//! proposal's `error`.
 
 use std::path::Path;
 
 use async_nats::jetstream;
 use wharf::config::Config;
 
-use crate::compat::compat_table;
+use crate::compat::{CLOUD, compat_table};
 use crate::state::{assert_counter_books, counted, counters, create_bucket};
 use crate::support::*;
 
@@ -65,6 +67,26 @@ async fn wasi_keyvalue_counts_each_message_once() {
     assert_eq!(count(&js, "DLQ").await, 0);
     assert_counter_books(&js, 120).await;
     assert_eq!(counters(&js).await.get("hot"), Some(&60));
+}
+
+/// A wasmCloud component counting with `wasi:keyvalue@0.2.0-draft`'s
+/// `increment`, sixteen deliveries at once on a few keys: the books hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasmcloud_component_counts_with_the_earlier_draft() {
+    let (server, js) = bed().await;
+    stream(&js, "COUNTED", &["counted.>"]).await;
+    let extra =
+        "publish = [\"counted.>\"]\nconcurrency = 16\n[handler.kv]\ncounters = \"read-write\"";
+    let text = config_text_for(&server.url(), vec![compat_table("test", CLOUD, extra)]);
+    let config = Config::parse(Path::new("t.toml"), &text).unwrap();
+    wharf::dev::create_streams(&js, &config).await.unwrap();
+    for i in 0..80 {
+        let body = format!("count k{}", i % 3);
+        publish(&js, "in.count", body.as_bytes(), &[]).await;
+    }
+    run_until_drained(&js, config).await;
+    assert_eq!(count(&js, "DLQ").await, 0);
+    assert_counter_books(&js, 80).await;
 }
 
 /// A message that fails after counting applies none of its writes, and

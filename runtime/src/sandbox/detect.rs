@@ -49,18 +49,15 @@ impl Compat {
     }
 }
 
-/// The other packages any world may import, as `wharf check` names them.
-const CAPABILITIES: [(&str, &str); 2] = [
-    ("wasi:keyvalue/", "wasi:keyvalue@0.2.0-draft2"),
-    ("wasi:logging/", "wasi:logging@0.1.0-draft"),
-];
+/// The other packages any world may import, which `wharf check` names.
+const CAPABILITIES: [&str; 2] = ["wasi:keyvalue/", "wasi:logging/"];
 
 /// The versions Wharf provides of each package it knows, by prefix.
 const PROVIDED: [(&str, &[&str]); 5] = [
     ("wharf:handler/", &["0.1.0", "0.2.0"]),
     ("wasmcloud:messaging/", &["0.2.0"]),
     ("wasi:messaging/", &["0.2.0-draft"]),
-    ("wasi:keyvalue/", &["0.2.0-draft2"]),
+    ("wasi:keyvalue/", &["0.2.0-draft2", "0.2.0-draft"]),
     ("wasi:logging/", &["0.1.0-draft"]),
 ];
 
@@ -69,8 +66,8 @@ const PROVIDED: [(&str, &[&str]); 5] = [
 pub(crate) struct Detected {
     /// Another host's world, or `None` for Wharf's own.
     pub world: Option<Compat>,
-    /// The other packages it imports (`CAPABILITIES`).
-    pub capabilities: Vec<&'static str>,
+    /// The other packages it imports (`CAPABILITIES`), with their versions.
+    pub capabilities: Vec<String>,
 }
 
 impl Detected {
@@ -158,12 +155,17 @@ pub(crate) fn detect(handler: &str, path: &Path, bytes: &[u8]) -> anyhow::Result
             }
         }
     }
-    let mut capabilities = Vec::new();
-    for (prefix, name) in CAPABILITIES {
-        if imports.iter().any(|i| i.starts_with(prefix)) {
-            capabilities.push(name);
+    let mut capabilities: Vec<String> = Vec::new();
+    for i in &imports {
+        if let Some(prefix) = CAPABILITIES.iter().find(|p| i.starts_with(*p)) {
+            let version = i.split_once('@').map_or("", |(_, v)| v);
+            let package = format!("{}@{version}", prefix.trim_end_matches('/'));
+            if !capabilities.contains(&package) {
+                capabilities.push(package);
+            }
         }
     }
+    capabilities.sort();
     Ok(Detected {
         world,
         capabilities,

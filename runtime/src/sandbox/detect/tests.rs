@@ -85,6 +85,20 @@ fn the_exported_handler_picks_the_world() {
     .unwrap();
     assert_eq!(wasi.world, Some(Compat::WasiMessaging));
     assert_eq!(wasi.capabilities, ["wasi:keyvalue@0.2.0-draft2"]);
+    // wasmCloud's own hosts provide the earlier draft of WASI key-value.
+    let draft = detected(
+        &["wasmcloud:messaging/handler@0.2.0"],
+        &[
+            "wasi:logging/logging@0.1.0-draft",
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/atomics@0.2.0-draft",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        draft.capabilities,
+        ["wasi:keyvalue@0.2.0-draft", "wasi:logging@0.1.0-draft"]
+    );
     // A Wharf handler may import WASI key-value too.
     let own = detected(&["handle"], &["wasi:keyvalue/store@0.2.0-draft2"]).unwrap();
     assert_eq!(
@@ -126,11 +140,11 @@ fn async_worlds_other_versions_and_two_handlers_are_refused() {
     );
     let e = refusal(
         &["wasmcloud:messaging/handler@0.2.0"],
-        &["wasi:keyvalue/store@0.2.0-draft"],
+        &["wasi:keyvalue/store@0.1.0"],
     );
     assert!(
-        e.contains("imports `wasi:keyvalue/store@0.2.0-draft`")
-            && e.contains("provides wasi:keyvalue@0.2.0-draft2"),
+        e.contains("imports `wasi:keyvalue/store@0.1.0`")
+            && e.contains("provides wasi:keyvalue@0.2.0-draft2 and @0.2.0-draft"),
         "{e}"
     );
     let e = refusal(

@@ -1,7 +1,7 @@
 //! Components written for other hosts' worlds, run unchanged: wasmCloud's
 //! messaging (`wasmcloud`), the WASI messaging proposal (`wasi_messaging`),
 //! and the WASI key-value and logging imports any handler may use
-//! (`capabilities`). Each module holds its world's `bindgen!` (from
+//! (`capabilities`, `keyvalue_draft`, both mapped by `keyvalue`). Each module holds its world's `bindgen!` (from
 //! `wit/compat/`) and maps its types onto Wharf's: the delivery onto the
 //! world's message, its result onto a `crate::settle::Outcome`, and its
 //! calls onto the same capabilities Wharf's own world uses (the outbox, the
@@ -13,6 +13,8 @@
 //! calls, whichever world the component implements.
 
 mod capabilities;
+mod keyvalue;
+mod keyvalue_draft;
 pub(crate) mod state;
 mod wasi_messaging;
 mod wasmcloud;
@@ -150,7 +152,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<(
     .context("linking the wasi:messaging@0.2.0-draft imports")?;
     capabilities::bindings::Capabilities::add_to_linker::<StoreState, ImportsData>(linker, imports)
         .map_err(anyhow::Error::from)
-        .context("linking the wasi:keyvalue@0.2.0-draft2 and wasi:logging@0.1.0-draft imports")
+        .context("linking the wasi:keyvalue@0.2.0-draft2 and wasi:logging@0.1.0-draft imports")?;
+    keyvalue_draft::bindings::KeyvalueDraft::add_to_linker::<StoreState, ImportsData>(
+        linker, imports,
+    )
+    .map_err(anyhow::Error::from)
+    .context("linking the wasi:keyvalue@0.2.0-draft imports")
 }
 
 /// A refused publish in words, for worlds whose errors are text.
