@@ -102,9 +102,16 @@ pub(crate) fn detect(handler: &str, path: &Path, bytes: &[u8]) -> anyhow::Result
         .iter()
         .find(|e| e.starts_with("wasmcloud:messaging/") && !e.ends_with("@0.2.0"))
     {
+        if e.contains("@0.3.") {
+            bail!(
+                "{}: exports `{e}`: wasmCloud's async messaging world is not supported yet (it \
+                 needs the component model's async ABI, whose support in wasmtime is still \
+                 incomplete); build it for wasmcloud:messaging@0.2.0",
+                component()
+            );
+        }
         bail!(
-            "{}: exports `{e}`: wasmCloud's async messaging world is not supported yet (it needs \
-             the component model's async ABI, whose support in wasmtime is still incomplete); \
+            "{}: exports `{e}`, a version of wasmCloud's messaging world Wharf does not run; \
              build it for wasmcloud:messaging@0.2.0",
             component()
         );

@@ -275,7 +275,7 @@ pub(crate) fn compile(
             format!(
                 "handler \"{handler}\": component {} imports something Wharf does not provide \
                  (only WASI p2, the imports of the worlds Wharf runs, wasi:keyvalue@0.2.0-draft2 \
-                 and wasi:logging@0.1.0-draft are available)",
+                 and @0.2.0-draft, and wasi:logging@0.1.0-draft are available)",
                 path.display(),
             )
         })?;

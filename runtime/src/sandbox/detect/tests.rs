@@ -138,6 +138,12 @@ fn async_worlds_other_versions_and_two_handlers_are_refused() {
         e.contains("exports `wasmcloud:messaging/handler@0.3.0`") && e.contains("async"),
         "{e}"
     );
+    let e = refusal(&["wasmcloud:messaging/handler@0.1.0"], &[]);
+    assert!(
+        e.contains("a version of wasmCloud's messaging world Wharf does not run")
+            && !e.contains("async"),
+        "{e}"
+    );
     let e = refusal(
         &["wasmcloud:messaging/handler@0.2.0"],
         &["wasi:keyvalue/store@0.1.0"],
