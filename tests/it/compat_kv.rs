@@ -127,7 +127,8 @@ async fn crashes_count_nothing_twice() {
     let mut seen = 0;
     for round in 1..=2 {
         let mut host = Binary::spawn(&["run", "-c", path], &[]);
-        let target = seen + 20;
+        // A fast round may leave less than that to do.
+        let target = (seen + 20).min(120);
         eventually(&format!("round {round} makes progress"), || async {
             count(&js, "COUNTED").await >= target
         })
