@@ -26,8 +26,8 @@
 //! are the shared vocabulary every layer may use and that imports no layer:
 //! `config/`, `connect` (the NATS connection), `subject`, `headers`,
 //! `trace`, `text`, `throttle`, `problems` (several errors as one), `stream_spec`
-//! (a declared stream as JetStream sees it), `settle`
-//! (the settlement table), `source`
+//! (a declared stream as JetStream sees it), `settle` (the settlement table),
+//! `request` (what a guest's request returns), `source`
 //! (where a delivery came from) and `staged` (what a delivery asks for once
 //! it succeeds).
 //!
@@ -43,6 +43,7 @@ mod effects;
 mod headers;
 mod ops;
 mod problems;
+mod request;
 mod sandbox;
 mod service;
 mod settle;
@@ -57,4 +58,4 @@ mod throttle;
 mod trace;
 
 pub use ops::{dev, dlq, server, streams};
-pub use service::{Signals, bench, check, check_with_server, run};
+pub use service::{Checked, Signals, bench, check, check_with_server, run};

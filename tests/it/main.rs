@@ -3,8 +3,11 @@
 
 mod support;
 
+mod autoscale;
 mod chaos;
 mod cluster;
+mod compat;
+mod compat_kv;
 mod connect;
 mod core;
 mod counter_books;

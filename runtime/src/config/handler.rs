@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::compat::{CompatConfig, RawCompat};
 use super::kv::KvConfig;
 use super::units::{DurationText, SizeText, is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
@@ -82,6 +83,8 @@ pub struct HandlerConfig {
     pub recreate_consumer: bool,
     /// The key-value buckets the guest may reach, and the limits on writes.
     pub kv: KvConfig,
+    /// Settings for a component written for another host's world.
+    pub compat: CompatConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +124,13 @@ pub(super) struct RawHandler {
     kv: BTreeMap<String, String>,
     max_kv_writes: Option<usize>,
     max_kv_write_bytes: Option<SizeText>,
+    on_error: Option<String>,
+    #[serde(default)]
+    request: Vec<String>,
+    request_timeout: Option<DurationText>,
+    max_requests: Option<usize>,
+    #[serde(default)]
+    messaging_clients: Vec<String>,
 }
 
 impl RawHandler {
@@ -225,6 +235,19 @@ pub(super) fn validate(
     if h.fuel == Some(0) {
         site.report("fuel", "must be greater than zero when set");
     }
+    let compat = site
+        .note(super::compat::validate(
+            site,
+            RawCompat {
+                on_error: h.on_error,
+                request: h.request,
+                request_timeout: h.request_timeout.as_deref().map(str::to_string),
+                max_requests: h.max_requests,
+                messaging_clients: h.messaging_clients,
+            },
+            h.dead_letter.as_deref(),
+        ))
+        .unwrap_or_default();
     Ok(HandlerConfig {
         component: resolve(h.component),
         stream,
@@ -262,6 +285,7 @@ pub(super) fn validate(
         isolation,
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
         kv: super::kv::validate(site, h.kv, h.max_kv_writes, h.max_kv_write_bytes.as_deref()),
+        compat,
         name: h.name,
     })
 }

@@ -10,6 +10,7 @@
 //! Part of the shared vocabulary: every layer reads it, and it imports only
 //! `subject` and `headers`.
 
+mod compat;
 mod connection;
 mod fields;
 mod handler;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use compat::{CompatConfig, OnError};
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
 pub use kv::{KvConfig, KvMode, is_valid_bucket};

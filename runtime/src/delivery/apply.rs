@@ -184,7 +184,10 @@ impl Dispatcher {
     fn log_host_failure(&self, handler: &HandlerConfig, step: &Action, e: &FlushError) {
         let (kind, what) = match step {
             Action::DeadLetter { .. } => ("dead-letter", "dead-letter copy not stored"),
-            _ => ("outbox", "outputs not confirmed, or key-value writes not applied"),
+            _ => (
+                "outbox",
+                "outputs not confirmed, or key-value writes not applied",
+            ),
         };
         if let Some(suppressed) = self.throttle.admit(kind) {
             error!(

@@ -350,97 +350,38 @@ async fn dead_letter(
 
 /// Refuses an allow-list that reaches the handler's own input (its
 /// stream's subjects, within its filter): every output would be delivered
-/// back to the handler, which would publish again, without end.
+/// back to the handler, which would publish again, without end. The same
+/// holds for the subjects its requests may reach: a request to a subject a
+/// stream stores is a publish that is not even held back.
 async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
     let input = stream(js, handler).await?;
     let subjects = &input.cached_info().config.subjects;
     let filter = handler.filter_subject.as_deref();
     let mut problems = Problems::new();
-    for pattern in handler.publish.patterns() {
-        let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
-            && filter.is_none_or(|f| subject::overlap(pattern, f));
-        if reaches {
-            problems.push(format!(
-                "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
-                 (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
-                 allow-list or the filter",
-                handler.name,
-                handler.stream,
-                filter
-                    .map(|f| format!(", filter \"{f}\""))
-                    .unwrap_or_default()
-            ));
+    let lists = [
+        ("publish", handler.publish.patterns()),
+        ("request", handler.compat.request.patterns()),
+    ];
+    for (field, patterns) in lists {
+        for pattern in patterns {
+            let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
+                && filter.is_none_or(|f| subject::overlap(pattern, f));
+            if reaches {
+                problems.push(format!(
+                    "handler \"{}\": field `{field}`: \"{pattern}\" reaches the handler's own \
+                     input (stream \"{}\"{}), so what it sends would be delivered back to it; \
+                     narrow the list or the filter",
+                    handler.name,
+                    handler.stream,
+                    filter
+                        .map(|f| format!(", filter \"{f}\""))
+                        .unwrap_or_default()
+                ));
+            }
         }
     }
     problems.into_result().map_err(BindError::Config)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use async_nats::jetstream::consumer::IntoConsumerConfig;
-
-    fn handler() -> HandlerConfig {
-        Config::parse(
-            std::path::Path::new("t.toml"),
-            "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
-             dead_letter = \"dlq.h\"\nconcurrency = 4\nfilter_subject = \"in.a\"\n",
-        )
-        .unwrap()
-        .handlers
-        .remove(0)
-    }
-
-    #[test]
-    fn what_wharf_creates_passes_its_own_check() {
-        let h = handler();
-        let mut have = desired(&h).into_consumer_config();
-        assert_eq!(differences(&have, &h), Vec::<String>::new());
-        have.max_deliver = 0;
-        assert_eq!(differences(&have, &h), Vec::<String>::new());
-    }
-
-    #[test]
-    fn every_setting_that_changes_delivery_is_named() {
-        let h = handler();
-        let base = desired(&h).into_consumer_config();
-        type Change = Box<dyn Fn(&mut jetstream::consumer::Config)>;
-        let cases: Vec<(&str, Change)> = vec![
-            ("max_deliver", Box::new(|c| c.max_deliver = 10)),
-            (
-                "backoff",
-                Box::new(|c| c.backoff = vec![Duration::from_secs(1)]),
-            ),
-            ("headers_only", Box::new(|c| c.headers_only = true)),
-            (
-                "filters",
-                Box::new(|c| c.filter_subjects = vec!["in.b".into()]),
-            ),
-            ("filters", Box::new(|c| c.filter_subject = "in.>".into())),
-            (
-                "ack_wait",
-                Box::new(|c| c.ack_wait = Duration::from_secs(5)),
-            ),
-            ("ack_policy", Box::new(|c| c.ack_policy = AckPolicy::All)),
-            (
-                "replay_policy",
-                Box::new(|c| c.replay_policy = ReplayPolicy::Original),
-            ),
-            ("rate_limit", Box::new(|c| c.rate_limit = 1000)),
-            ("max_ack_pending", Box::new(|c| c.max_ack_pending = 2)),
-            ("max_batch", Box::new(|c| c.max_batch = 2)),
-            (
-                "inactive_threshold",
-                Box::new(|c| c.inactive_threshold = Duration::from_secs(5)),
-            ),
-            ("push", Box::new(|c| c.deliver_subject = Some("x".into()))),
-        ];
-        for (name, change) in cases {
-            let mut have = base.clone();
-            change(&mut have);
-            let diffs = differences(&have, &h);
-            assert!(diffs.iter().any(|d| d.contains(name)), "{name}: {diffs:?}");
-        }
-    }
-}
+mod tests;

@@ -168,6 +168,9 @@ fn log_outcome(ran: &Ran) {
             warn!(?failure, detail = %escape_controls(detail), "guest failed")
         }
         Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
+        Outcome::Errored { reason } => {
+            debug!(reason = %escape_controls(reason), "guest returned an error")
+        }
         Outcome::Reject { reason } => {
             debug!(reason = %escape_controls(reason), "guest rejected the message")
         }

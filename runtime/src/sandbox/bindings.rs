@@ -1,5 +1,5 @@
-//! The host's only view of the WIT worlds: `bindgen!` runs here and nowhere
-//! else, once per world the host runs.
+//! The host's view of Wharf's own WIT worlds: `bindgen!` runs here, once
+//! per world, and in `super::worlds` for other hosts' worlds.
 //!
 //! `wharf:handler@0.2.0`'s `types` interface is the same as 0.1.0's, so
 //! both versions share one set of Rust types (`Message`, `HandlerError`, …)
@@ -48,22 +48,23 @@ pub use self::v01::wharf::handler::types::{
 pub use self::v02::wharf::handler::kv_types::{Entry, KvError};
 
 /// The world a handler's component implements. Its `handle` export is the
-/// same in every version; the version only decides what it may import.
+/// same in every version of Wharf's own; the version only decides what it
+/// may import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum World {
     /// `wharf:handler/handler@0.1.0`.
     V01,
     /// `wharf:handler/handler@0.2.0`.
     V02,
+    /// Another host's world (run by `super::worlds`).
+    Compat(super::detect::Compat),
 }
 
 impl World {
-    /// The worlds Wharf runs, for messages.
-    pub(crate) const ACCEPTED: &str = "wharf:handler/handler@0.2.0 or wharf:handler/handler@0.1.0";
-
-    /// The world a component was built for, told by the version of the
-    /// `wharf:handler` interfaces it imports. One that imports none of them
-    /// runs the same under either; it is called the newest.
+    /// The world a component built for Wharf's own world implements, told
+    /// by the version of the `wharf:handler` interfaces it imports. One
+    /// that imports none of them runs the same under either; it is called
+    /// the newest.
     pub(crate) fn of(
         engine: &wasmtime::Engine,
         component: &wasmtime::component::Component,
@@ -75,11 +76,12 @@ impl World {
         if old { World::V01 } else { World::V02 }
     }
 
-    /// The world's name, as `wharf check` and metrics show it.
+    /// The world's name, as `wharf check` and the logs show it.
     pub(crate) fn name(self) -> &'static str {
         match self {
             World::V01 => "wharf:handler/handler@0.1.0",
             World::V02 => "wharf:handler/handler@0.2.0",
+            World::Compat(c) => c.name(),
         }
     }
 }

@@ -11,12 +11,12 @@ use tracing::{info, warn};
 use wasmtime::{Engine, Store};
 
 use crate::config::{HandlerConfig, Isolation};
-use crate::sandbox::bindings::v01::{Handler, HandlerPre};
-use crate::sandbox::bindings::{HandlerError, Message, World};
+use crate::sandbox::bindings::{Message, World};
 use crate::sandbox::engine::EPOCH_TICK;
 use crate::sandbox::host::wasi::Output;
 use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
 use crate::sandbox::trap;
+use crate::sandbox::worlds::{Handler, HandlerPre};
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
 use crate::state::Write;
@@ -25,7 +25,7 @@ use crate::telemetry::RunTimes;
 /// One handler's compiled component and the instances it may reuse.
 pub(crate) struct Guest {
     engine: Engine,
-    pre: HandlerPre<StoreState>,
+    pre: HandlerPre,
     /// The world the component implements.
     pub world: World,
     shared: Shared,
@@ -55,12 +55,7 @@ pub(crate) struct Ran {
 }
 
 impl Guest {
-    pub(crate) fn new(
-        engine: Engine,
-        pre: HandlerPre<StoreState>,
-        world: World,
-        shared: Shared,
-    ) -> Guest {
+    pub(crate) fn new(engine: Engine, pre: HandlerPre, world: World, shared: Shared) -> Guest {
         Guest {
             engine,
             pre,
@@ -171,16 +166,7 @@ impl Guest {
         let output = state.wasi.output.take();
         log_output(&self.shared.name, &output, state.log.dropped);
         let (outcome, instance) = match result {
-            Ok(Ok((Ok(()), instance))) => (Outcome::Ok, Some(instance)),
-            Ok(Ok((Err(HandlerError::Retry(ms)), instance))) => (
-                Outcome::Retry {
-                    delay: ms.map(Duration::from_millis),
-                },
-                Some(instance),
-            ),
-            Ok(Ok((Err(HandlerError::Reject(reason)), instance))) => {
-                (Outcome::Reject { reason }, Some(instance))
-            }
+            Ok(Ok((outcome, instance))) => (outcome, Some(instance)),
             Ok(Err(e)) => {
                 let (failure, detail) =
                     trap::classify(&e, state.limits.hit, handler, &output.stderr_tail);
@@ -269,10 +255,10 @@ impl Guest {
             let mut store = new_store(&self.engine, &self.shared);
             let instance = self.pre.instantiate_async(&mut store).await?;
             let t1 = Instant::now();
-            let result = instance.call_handle(&mut store, message).await?;
+            let outcome = instance.call_handle(&mut store, message).await?;
             drop(store);
             let t2 = Instant::now();
-            anyhow::ensure!(result.is_ok(), "the guest did not succeed");
+            anyhow::ensure!(outcome == Outcome::Ok, "the guest did not succeed");
             instantiate += t1 - t0;
             call += t2 - t1;
         }

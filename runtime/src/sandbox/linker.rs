@@ -1,6 +1,7 @@
-//! The linker every handler shares: WASI p2 and every version of the
-//! `wharf:handler` imports, each capability reached through its state in
-//! the Store. A component links against whichever version it was built
+//! The linker every handler shares: WASI p2, every version of the
+//! `wharf:handler` imports and the imports of other hosts' worlds
+//! (`super::worlds`), each capability reached through its state in the
+//! Store. A component links against whichever version it was built
 //! for; both are served by the same capabilities.
 
 use anyhow::Context as _;
@@ -121,7 +122,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<(
         .context("linking the wharf:handler@0.1.0 host API")?;
     v02::Handler::add_to_linker::<StoreState, ImportsData>(linker, imports)
         .map_err(anyhow::Error::from)
-        .context("linking the wharf:handler@0.2.0 host API")
+        .context("linking the wharf:handler@0.2.0 host API")?;
+    super::worlds::add_to_linker(linker)
 }
 
 impl WasiView for StoreState {

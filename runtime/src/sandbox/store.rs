@@ -1,5 +1,6 @@
 //! One delivery's Store: the per-delivery state every capability keeps
-//! (WASI, outbox, config values, log budget), the memory limiter and the
+//! (WASI, outbox, config values, log budget, key-value writes, requests,
+//! other worlds' resources), the memory limiter and the
 //! wall-clock deadline. Only `super::guest` creates Stores.
 
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
-    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values,
-    wasi::Wasi,
+    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox,
+    request::RequestAccess, request::Requests, values::Values, wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -83,6 +84,7 @@ pub(crate) struct Shared {
     pub values: Values,
     pub max_payload: MaxPayload,
     pub kv: KvAccess,
+    pub requests: RequestAccess,
     /// The most bytes of headers the host adds to one output.
     host_bytes: usize,
 }
@@ -92,9 +94,11 @@ impl Shared {
         handler: Arc<HandlerConfig>,
         max_payload: MaxPayload,
         kv_reader: crate::state::ReaderCell,
+        requester: crate::request::RequesterCell,
     ) -> Shared {
         let name: Arc<str> = Arc::from(handler.name.as_str());
         Shared {
+            requests: RequestAccess::new(handler.clone(), requester),
             kv: KvAccess::new(name.clone(), handler.kv.clone(), kv_reader),
             name,
             values: Values::new(handler.values.clone()),
@@ -113,6 +117,9 @@ pub(crate) struct StoreState {
     pub values: Values,
     pub log: LogBudget,
     pub kv: Kv,
+    pub requests: Requests,
+    /// The resources of a component of another host's world.
+    pub compat: super::worlds::state::State,
     /// When the current call must stop; re-armed for every delivery.
     deadline: Instant,
     timeout: Duration,
@@ -146,6 +153,8 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
         kv: Kv::new(shared.kv.clone()),
+        requests: Requests::new(shared.requests.clone()),
+        compat: super::worlds::state::State::new(handler.clone()),
         deadline: Instant::now() + timeout,
         timeout,
         fuel: handler.fuel,
@@ -181,6 +190,7 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     state.limits.hit = None;
     state.outbox.take();
     state.kv.take();
+    state.requests.reset();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);

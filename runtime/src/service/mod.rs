@@ -70,12 +70,33 @@ async fn prepare_handlers(config: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Validates a configuration and its components without a server,
-/// reporting every handler whose component fails, not only the first.
-pub async fn check(config: &Config) -> anyhow::Result<()> {
+/// One handler as `check` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The handler's name.
+    pub handler: String,
+    /// The world its component implements and what else it imports, e.g.
+    /// `wasmcloud:messaging@0.2.0 (compatibility), with wasi:keyvalue@0.2.0-draft2`.
+    pub world: String,
+}
+
+/// Validates a configuration and its components without a server, says
+/// which world each handler's component implements, and reports every
+/// handler whose component fails, not only the first.
+pub async fn check(config: &Config) -> anyhow::Result<Vec<Checked>> {
     let in_config = || format!("config {}", config.path.display());
-    let Err(all) = prepare_handlers(config).await else {
-        return Ok(());
+    let all = match prepare_handlers(config).await {
+        Ok(prepared) => {
+            return Ok(prepared
+                .loaded
+                .iter()
+                .map(|l| Checked {
+                    handler: l.guest.handler().name.clone(),
+                    world: l.described.clone(),
+                })
+                .collect());
+        }
+        Err(all) => all,
     };
     let mut problems = Problems::new();
     if config.handlers.len() > 1 {
@@ -94,24 +115,34 @@ pub async fn check(config: &Config) -> anyhow::Result<()> {
         // Only together do they fail (the instance pool, say).
         problems.add(all);
     }
-    problems.into_result().with_context(in_config)
+    Err(problems
+        .into_result()
+        .with_context(in_config)
+        .expect_err("a problem was added"))
 }
 
 /// Checks what `check` does, then, against the server, that every declared
 /// `[[stream]]` exists as declared, every handler's stream exists, and its
 /// dead-letter and publish subjects are stored by a stream; reports every
 /// problem found.
-pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
+pub async fn check_with_server(config: &Config) -> anyhow::Result<Vec<Checked>> {
     let mut problems = Problems::new();
-    if let Err(e) = check(config).await {
-        problems.add(e);
-    }
+    let checked = match check(config).await {
+        Ok(checked) => checked,
+        Err(e) => {
+            problems.add(e);
+            Vec::new()
+        }
+    };
     let in_config = || format!("config {}", config.path.display());
     let client = match connect::connect(&config.nats, "wharf-check").await {
         Ok(client) => client,
         Err(e) => {
             problems.add(e);
-            return problems.into_result().with_context(in_config);
+            return Err(problems
+                .into_result()
+                .with_context(in_config)
+                .expect_err("a problem was added"));
         }
     };
     let js = jetstream::new(client);
@@ -145,7 +176,8 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
     {
         problems.add(e);
     }
-    problems.into_result().with_context(in_config)
+    problems.into_result().with_context(in_config)?;
+    Ok(checked)
 }
 
 /// Runs every handler until `shutdown` resolves, then drains and returns.
@@ -361,6 +393,12 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
         .loader
         .kv_reader
         .set(Arc::new(state.buckets.clone()));
+    prepared
+        .loader
+        .requester
+        .set(Arc::new(crate::effects::request::NatsRequester(
+            link.client.clone(),
+        )));
     Ok(Started {
         prepared,
         link,

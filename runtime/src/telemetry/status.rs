@@ -147,6 +147,14 @@ impl Collector for State {
             "Messages delivered and not yet settled",
             |h| load_u(&h.ack_pending),
         )?;
+        // The figure KEDA's nats-jetstream scaler scales on, from the
+        // latest poll of the consumer's info.
+        self.gauge(
+            &mut encoder,
+            "wharf_consumer_backlog_messages",
+            "Messages not yet delivered plus delivered and not yet settled",
+            |h| load_u(&h.pending).saturating_add(load_u(&h.ack_pending)),
+        )?;
         self.gauge(
             &mut encoder,
             "wharf_consumer_redelivered_messages",
