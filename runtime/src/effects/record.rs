@@ -10,8 +10,12 @@
 //! message (a redelivery racing a slow host) exactly one records its
 //! effects, and the other applies those. A redelivery that finds a record
 //! applies it instead of running the guest again, so its outputs never
-//! come from a state that already holds its own writes. The record and
-//! its marks are purged once the message's ack is confirmed.
+//! come from a state that already holds its own writes. Once the
+//! message's ack is confirmed, its record is replaced by a small done
+//! marker: JetStream may deliver an acked message again after a server
+//! crash (acks not yet on disk are lost), and the marker keeps its writes
+//! from being applied twice, for as long as the effects stream keeps it
+//! (`max_age`).
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
