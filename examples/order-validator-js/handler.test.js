@@ -10,6 +10,8 @@ import { run } from 'wharf-guest/testing';
 
 import { handle } from './handler.js';
 
+// The handler's `publish` allow-list in wharf.toml. Like the host, the test
+// helpers allow no subject unless given one.
 const ALLOW = ['orders.accepted'];
 
 function orderMsg(body, { attempt = 1, maxAttempts = 4 } = {}) {
@@ -26,6 +28,13 @@ test('a valid order publishes its total to orders.accepted with the order id hea
   assert.equal(out.subject, 'orders.accepted');
   assert.equal(out.text(), '{"id":"A-1","customer":"ada","total_cents":2500,"lines":1}');
   assert.deepEqual(out.headers, { 'Content-Type': ['application/json'], 'Order-Id': ['A-1'] });
+});
+
+test('without its allow-list a valid order is refused, as the host would refuse it', async () => {
+  const msg = orderMsg({ id: 'A-1', customer: 'ada', items: [{ sku: 'BOOK-1', qty: 2, price_cents: 1250 }] });
+  const result = await run(handle, msg);
+  assert.equal(result.kind, 'reject');
+  assert.ok(result.reason.startsWith('publish not allowed: subject "orders.accepted"'), result.reason);
 });
 
 test('a busy SKU asks for a 200 ms retry on attempt 1 and is accepted on attempt 2', async () => {

@@ -13,6 +13,8 @@ from wharf.testing import run
 
 from handler import handle
 
+# The handler's `publish` allow-list in wharf.toml. Like the host, the test
+# helpers allow no subject unless given one.
 ALLOW = ["orders.accepted"]
 
 
@@ -32,6 +34,13 @@ class OrderValidatorTest(unittest.TestCase):
         self.assertEqual(out.subject, "orders.accepted")
         self.assertEqual(out.payload, b'{"id":"A-1","customer":"ada","total_cents":2500,"lines":1}')
         self.assertEqual(out.headers, {"Content-Type": ["application/json"], "Order-Id": ["A-1"]})
+
+    def test_without_its_allow_list_a_valid_order_is_refused_like_the_host_would(self):
+        """A handler whose publish setting lacks orders.accepted dead-letters valid orders: run shows it too."""
+        msg = order_msg({"id": "A-1", "customer": "ada", "items": [{"sku": "BOOK-1", "qty": 2, "price_cents": 1250}]})
+        result = run(handle, msg)
+        self.assertEqual(result.kind, "reject")
+        self.assertTrue(result.reason.startswith('publish not allowed: subject "orders.accepted"'), result.reason)
 
     def test_busy_sku_is_retried_after_200ms_on_the_first_attempt_only(self):
         """A SKU with the busy prefix asks for a 200 ms retry on attempt 1 and is accepted on attempt 2."""

@@ -51,6 +51,12 @@ pub fn dead_letter_id(stream: &str, consumer: &str, sequence: u64) -> String {
     format!("wharf-dlq:{stream}:{consumer}:{sequence}")
 }
 
+/// The id of write `index` of the effect record `record`: the same each
+/// time the record is applied, another for another record.
+pub fn kv_write_id(record: &str, index: usize) -> String {
+    format!("wharf-kv:{record}:{index}")
+}
+
 /// The id of the replay of dead-letter copy `sequence` in `dlq_stream`.
 pub fn replay_id(dlq_stream: &str, sequence: u64) -> String {
     format!("wharf-replay:{dlq_stream}:{sequence}")

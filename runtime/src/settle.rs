@@ -5,8 +5,6 @@
 use std::fmt;
 use std::time::Duration;
 
-pub use crate::backoff::Backoff;
-
 /// Why a guest failed without returning a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -27,6 +25,12 @@ pub enum Outcome {
     Retry { delay: Option<Duration> },
     /// The guest returned `reject`.
     Reject { reason: String },
+    /// A guest of another host's world returned its error (wasmCloud's
+    /// `err(string)`, `wasi:messaging`'s `error`), which does not say whether
+    /// trying again could help: retried with the backoff schedule, and
+    /// dead-lettered as `exhausted` with the error as the reason on the
+    /// final attempt.
+    Errored { reason: String },
     /// The guest did not return at all.
     Failed { failure: Failure, detail: String },
     /// The guest succeeded but the server refused one of its outputs for
@@ -47,6 +51,10 @@ pub enum Outcome {
     /// after it ends; a refusal (a dead-letter copy the stream will not
     /// take) backs off further.
     HostFailed { tries: u32, outage: bool },
+    /// The guest succeeded, but its conditional key-value write no longer
+    /// holds (another delivery changed the key): nothing of it was applied,
+    /// and it has been run `reruns` times in this delivery so far.
+    Conflict { reruns: u32, detail: String },
 }
 
 /// The reason kind written to a dead-letter copy's `Wharf-Reason-Kind` header.
@@ -59,13 +67,14 @@ pub enum DeadLetterKind {
     Memory,
     Output,
     Crashed,
+    Conflict,
     /// Parked behind an earlier message of its key that was dead-lettered.
     Blocked,
 }
 
 impl DeadLetterKind {
     /// Every kind, for metrics that start each at zero.
-    pub const ALL: [DeadLetterKind; 8] = [
+    pub const ALL: [DeadLetterKind; 9] = [
         DeadLetterKind::Rejected,
         DeadLetterKind::Exhausted,
         DeadLetterKind::Trap,
@@ -73,6 +82,7 @@ impl DeadLetterKind {
         DeadLetterKind::Memory,
         DeadLetterKind::Output,
         DeadLetterKind::Crashed,
+        DeadLetterKind::Conflict,
         DeadLetterKind::Blocked,
     ];
 
@@ -86,6 +96,7 @@ impl DeadLetterKind {
             DeadLetterKind::Memory => "memory",
             DeadLetterKind::Output => "output",
             DeadLetterKind::Crashed => "crashed",
+            DeadLetterKind::Conflict => "conflict",
             DeadLetterKind::Blocked => "blocked",
         }
     }
@@ -142,6 +153,9 @@ pub enum Action {
     /// Keep the message (its lease is kept alive) and try the step that
     /// failed again after `delay`. Never ack, never term.
     RetryStep { delay: Duration },
+    /// Keep the message and run the guest again after `delay`, on fresh
+    /// state, within this delivery (it does not count as an attempt).
+    Rerun { delay: Duration },
 }
 
 /// The first delay after a host-side failure; it doubles with each one.
@@ -151,6 +165,52 @@ const HOST_RETRY_FIRST: Duration = Duration::from_millis(100);
 pub const HOST_RETRY_OUTAGE_MAX: Duration = Duration::from_secs(1);
 /// The longest delay between two tries of a step the server refused.
 pub const HOST_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often a delivery whose key-value write conflicts is run again
+/// before it gives up the attempt: conflicts on a hot key pass within
+/// milliseconds, and a rerun does not use up an attempt.
+pub const CONFLICT_RERUNS: u32 = 16;
+/// The first delay before a rerun after a conflict; it doubles with each.
+const CONFLICT_FIRST: Duration = Duration::from_millis(2);
+/// The longest delay before a rerun after a conflict.
+const CONFLICT_MAX: Duration = Duration::from_millis(500);
+
+/// The retry delays of one handler.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Delay after a failure on attempt n is `steps[n - 1]`; the last entry repeats.
+    steps: Vec<Duration>,
+    /// Fraction of random spread added on top of each delay.
+    jitter: f64,
+    /// The longest delay a guest may ask for.
+    max_guest_delay: Duration,
+}
+
+impl Backoff {
+    pub fn new(steps: Vec<Duration>, jitter: f64, max_guest_delay: Duration) -> Backoff {
+        assert!(!steps.is_empty(), "config validation guarantees one step");
+        Backoff {
+            steps,
+            jitter,
+            max_guest_delay,
+        }
+    }
+
+    /// The schedule's delay after a failure on `attempt` (1-based), without jitter.
+    pub fn base(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) as usize - 1).min(self.steps.len() - 1);
+        self.steps[i]
+    }
+
+    /// The delay to use after a failure on `attempt`, with jitter applied.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.base(attempt);
+        if self.jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 + self.jitter * fastrand::f64())
+    }
+}
 
 /// Maps what a delivery produced to what the host does next.
 ///
@@ -179,6 +239,17 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
         Outcome::Retry { .. } => Action::DeadLetter {
             kind: DeadLetterKind::Exhausted,
             reason: format!("handler asked to retry on attempt {attempt} of {max_attempts}"),
+        },
+        Outcome::Errored { .. } if !last => Action::Nak {
+            delay: backoff.delay(attempt),
+        },
+        Outcome::Errored { reason } => Action::DeadLetter {
+            kind: DeadLetterKind::Exhausted,
+            reason: if reason.trim().is_empty() {
+                format!("handler returned an empty error on attempt {attempt} of {max_attempts}")
+            } else {
+                reason
+            },
         },
         Outcome::Failed { .. } | Outcome::OutputRefused { .. } if !last => Action::Nak {
             delay: backoff.delay(attempt),
@@ -212,207 +283,25 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
             kind: failure.into(),
             reason: detail,
         },
+        // Full jitter: deliveries conflicting on one key spread out.
+        Outcome::Conflict { reruns, .. } if reruns < CONFLICT_RERUNS => Action::Rerun {
+            delay: CONFLICT_FIRST
+                .saturating_mul(1 << reruns.min(16))
+                .min(CONFLICT_MAX)
+                .mul_f64(fastrand::f64()),
+        },
+        Outcome::Conflict { .. } if !last => Action::Nak {
+            delay: backoff.delay(attempt),
+        },
+        Outcome::Conflict { reruns, detail } => Action::DeadLetter {
+            kind: DeadLetterKind::Conflict,
+            reason: format!(
+                "key-value write conflicted {reruns} times on attempt {attempt} of \
+                 {max_attempts}: {detail}"
+            ),
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn every_row_of_the_settlement_table() {
-        let backoff = Backoff::new(vec![secs(1), secs(5), secs(30)], 0.0, secs(3600));
-        let trap = |failure| Outcome::Failed {
-            failure,
-            detail: "boom".into(),
-        };
-        let dl = |kind: DeadLetterKind, reason: &str| Action::DeadLetter {
-            kind,
-            reason: reason.into(),
-        };
-        let retry_reason = "handler asked to retry on attempt 3 of 3";
-        let refused = || Outcome::OutputRefused {
-            detail: "too big".into(),
-        };
-        // (outcome, attempt, max attempts, expected action)
-        let rows: Vec<(Outcome, u32, u32, Action)> = vec![
-            (Outcome::Ok, 1, 3, Action::PublishThenAck),
-            (Outcome::Ok, 3, 3, Action::PublishThenAck),
-            (
-                Outcome::Retry {
-                    delay: Some(secs(7)),
-                },
-                1,
-                3,
-                Action::Nak { delay: secs(7) },
-            ),
-            (
-                Outcome::Retry { delay: None },
-                1,
-                3,
-                Action::Nak { delay: secs(1) },
-            ),
-            // A guest's own delay is cut to the handler's max_retry_delay.
-            (
-                Outcome::Retry {
-                    delay: Some(secs(100 * 365 * 24 * 3600)),
-                },
-                1,
-                3,
-                Action::Nak { delay: secs(3600) },
-            ),
-            (
-                Outcome::Retry { delay: None },
-                2,
-                3,
-                Action::Nak { delay: secs(5) },
-            ),
-            (
-                Outcome::Retry {
-                    delay: Some(secs(7)),
-                },
-                3,
-                3,
-                dl(DeadLetterKind::Exhausted, retry_reason),
-            ),
-            (
-                Outcome::Reject {
-                    reason: "bad".into(),
-                },
-                1,
-                3,
-                dl(DeadLetterKind::Rejected, "bad"),
-            ),
-            (
-                Outcome::Reject {
-                    reason: "bad".into(),
-                },
-                3,
-                3,
-                dl(DeadLetterKind::Rejected, "bad"),
-            ),
-            (trap(Failure::Trap), 1, 3, Action::Nak { delay: secs(1) }),
-            (trap(Failure::Timeout), 2, 3, Action::Nak { delay: secs(5) }),
-            (trap(Failure::Memory), 1, 3, Action::Nak { delay: secs(1) }),
-            (trap(Failure::Trap), 3, 3, dl(DeadLetterKind::Trap, "boom")),
-            (
-                trap(Failure::Timeout),
-                3,
-                3,
-                dl(DeadLetterKind::Timeout, "boom"),
-            ),
-            (
-                trap(Failure::Memory),
-                3,
-                3,
-                dl(DeadLetterKind::Memory, "boom"),
-            ),
-            // A redelivery past the final attempt (its dead-letter publish failed) still dead-letters.
-            (trap(Failure::Trap), 4, 3, dl(DeadLetterKind::Trap, "boom")),
-            // An output the server refuses is the guest's failure: retried, then dead-lettered.
-            (refused(), 1, 3, Action::Nak { delay: secs(1) }),
-            (refused(), 3, 3, dl(DeadLetterKind::Output, "too big")),
-            // Past the final attempt the guest is not run: dead-letter as crashed.
-            (
-                Outcome::PastFinalAttempt,
-                4,
-                3,
-                dl(
-                    DeadLetterKind::Crashed,
-                    "delivery 4 arrived after the final attempt (3): an earlier delivery never \
-                     settled (the host crashed, was killed, or handed the message back at \
-                     shutdown), or max_attempts was lowered since, so the handler was not run \
-                     again",
-                ),
-            ),
-            // A message parked behind its stopped key is dead-lettered as blocked, on any attempt.
-            (
-                Outcome::KeyStopped {
-                    reason: "key stopped".into(),
-                },
-                1,
-                3,
-                dl(DeadLetterKind::Blocked, "key stopped"),
-            ),
-            (
-                Outcome::KeyStopped {
-                    reason: "key stopped".into(),
-                },
-                4,
-                3,
-                dl(DeadLetterKind::Blocked, "key stopped"),
-            ),
-            // Host-side failures keep the message, backing off exponentially up to a cap.
-            (
-                Outcome::HostFailed {
-                    tries: 0,
-                    outage: true,
-                },
-                1,
-                3,
-                Action::RetryStep {
-                    delay: Duration::from_millis(100),
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 3,
-                    outage: false,
-                },
-                3,
-                3,
-                Action::RetryStep {
-                    delay: Duration::from_millis(800),
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 40,
-                    outage: true,
-                },
-                9,
-                3,
-                Action::RetryStep {
-                    delay: HOST_RETRY_OUTAGE_MAX,
-                },
-            ),
-            (
-                Outcome::HostFailed {
-                    tries: 40,
-                    outage: false,
-                },
-                9,
-                3,
-                Action::RetryStep {
-                    delay: HOST_RETRY_MAX,
-                },
-            ),
-            // One attempt only: the first failure is final.
-            (
-                Outcome::Retry { delay: None },
-                1,
-                1,
-                dl(
-                    DeadLetterKind::Exhausted,
-                    "handler asked to retry on attempt 1 of 1",
-                ),
-            ),
-        ];
-        for (outcome, attempt, max, expected) in rows {
-            let got = settle(outcome.clone(), attempt, max, &backoff);
-            assert_eq!(got, expected, "{outcome:?} on attempt {attempt}/{max}");
-        }
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(2000);
-        let r = clean_reason(&long);
-        assert!(r.len() <= MAX_REASON_BYTES);
-        assert!(r.ends_with("..."));
-    }
-}
+mod tests;

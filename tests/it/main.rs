@@ -3,11 +3,16 @@
 
 mod support;
 
+mod autoscale;
 mod chaos;
 mod cluster;
+mod compat;
+mod compat_kv;
 mod connect;
 mod core;
+mod counter_books;
 mod crash;
+mod dev;
 mod dlq;
 mod errors;
 mod example;
@@ -20,6 +25,11 @@ mod operations;
 mod order;
 mod outputs;
 mod policy;
+mod reasons;
+mod release;
 mod reload;
 mod shutdown;
+mod state;
+mod streams;
 mod telemetry;
+mod worlds;

@@ -20,6 +20,7 @@ import {
 } from 'wharf-guest';
 import { defaultHost, run, TestHost } from 'wharf-guest/testing';
 import { crashReport, summaryLine, MAX_SUMMARY_CHARS } from '../src/dispatch.js';
+import { TEST_HOST_HEADER_BYTES, hostHeaderBytes } from '../src/host.js';
 
 const decode = (bytes) => new TextDecoder().decode(bytes);
 
@@ -120,7 +121,7 @@ test('publish errors read like the Rust SDK', () => {
 });
 
 test('publish takes bytes or text and groups headers given twice', async () => {
-  const host = new TestHost();
+  const host = new TestHost({ allow: ['a.*'] });
   await host.use(() => {
     publish('a.b', new Uint8Array([0, 1]));
     publish('a.c', 'text', [
@@ -138,7 +139,7 @@ test('publish takes bytes or text and groups headers given twice', async () => {
 });
 
 test('publishJson writes JSON with Content-Type first, unless the handler set one', async () => {
-  const host = new TestHost();
+  const host = new TestHost({ allow: ['a.*'] });
   await host.use(() => {
     publishJson('a.b', { id: 'é', n: [1, 2] }, { 'Order-Id': '7' });
     publishJson('a.c', 1, { 'content-type': 'application/vnd.x+json' });
@@ -167,23 +168,133 @@ test('the test host refuses what the host would', async () => {
       () => publish('billing.x', ''),
       (e) =>
         e instanceof PublishNotAllowed &&
-        e.message === 'publish not allowed: subject "billing.x" is not in handler "test"\'s publish allow-list',
+        e.message ===
+          'publish not allowed: subject "billing.x" is not in handler "test"\'s publish allow-list ["orders.*"] ' +
+            '(its publish setting in wharf.toml; tests pass the allow option)',
     );
     assert.throws(() => publish('orders..x', ''), InvalidPublish);
     assert.throws(() => publish('orders.>', ''), InvalidPublish);
     assert.throws(() => publish('orders.x', '', { X: 'a\nb' }), InvalidPublish);
+    assert.throws(() => publish('orders.x', '', { X: 'a\u0000b' }), InvalidPublish);
     publish('orders.x', '');
     assert.throws(() => publish('orders.y', ''), OutboxFull);
   });
 });
 
-test('outside a test host, publish and log reach the default host', () => {
+test('outside a test host, publish and log reach the default host, which allows no subject unless told', () => {
   defaultHost.clear();
-  publish('a.b', 'x');
-  log.info('hello', { n: 1 }, 2n);
-  assert.equal(defaultHost.published[0].subject, 'a.b');
-  assert.deepEqual(defaultHost.logs, [{ level: 'info', message: 'hello {"n":1} 2' }]);
-  defaultHost.clear();
+  assert.throws(() => publish('a.b', 'x'), PublishNotAllowed);
+  defaultHost.allow = ['a.b'];
+  try {
+    publish('a.b', 'x');
+    log.info('hello', { n: 1 }, 2n);
+    assert.equal(defaultHost.published[0].subject, 'a.b');
+    assert.deepEqual(defaultHost.logs, [{ level: 'info', message: 'hello {"n":1} 2' }]);
+  } finally {
+    defaultHost.allow = [];
+    defaultHost.clear();
+  }
+});
+
+test('wildcards never reach reserved subjects, as in the host', () => {
+  const host = new TestHost({ allow: ['>', '$KV.b.k', '$JS.API.INFO'] });
+  assert.equal(host.allows('orders.new'), true);
+  assert.equal(host.allows('$KV.b.k'), true);
+  assert.equal(host.allows('$KV.b.other'), false);
+  assert.equal(host.allows('_INBOX.abc'), false);
+  assert.equal(host.allows('$JS.API.INFO'), false);
+});
+
+test('reserved headers are refused as the host refuses them', async () => {
+  const host = new TestHost({ allow: ['out'] });
+  await host.use(() => {
+    for (const headers of [{ 'Wharf-Handler': 'x' }, { 'Nats-Rollup': 'sub' }, { 'Nats-Msg-Id': 'wharf:IN:c:1:0' }]) {
+      assert.throws(() => publish('out', '', headers), PublishNotAllowed, JSON.stringify(headers));
+    }
+    assert.throws(
+      () =>
+        publish('out', '', [
+          ['Nats-Msg-Id', 'a'],
+          ['Nats-Msg-Id', 'b'],
+        ]),
+      InvalidPublish,
+    );
+    publish('out', '', { 'nats-msg-id': 'order-7' });
+  });
+  assert.deepEqual(host.published[0].headers, { 'nats-msg-id': ['order-7'] });
+  const allowed = new TestHost({ allow: ['out'], allowHeaders: ['Nats-Rollup'] });
+  await allowed.use(() => publish('out', '', { 'nats-rollup': 'sub' }));
+  assert.equal(allowed.published.length, 1);
+});
+
+test('without allow, run refuses every publish like the host, and an uncaught refusal rejects', async () => {
+  const handle = (msg) => publish('orders.accepted', msg.payload);
+  const result = await run(handle, Message.forTest('orders.new', '{}'));
+  assert.equal(result.kind, 'reject');
+  assert.equal(
+    result.reason,
+    'publish not allowed: subject "orders.accepted" is not in handler "test"\'s publish allow-list [] ' +
+      '(its publish setting in wharf.toml; tests pass the allow option)',
+  );
+  assert.deepEqual(result.published, []);
+  assert.equal((await run(handle, Message.forTest('orders.new', '{}'), { allow: ['orders.*'] })).kind, 'ok');
+});
+
+test('a caught refusal is the error the SDK raises for the host\'s refusal', async () => {
+  let caught;
+  const result = await run(() => {
+    try {
+      publish('billing.x', '');
+    } catch (e) {
+      caught = e;
+    }
+  }, Message.forTest('a'));
+  assert.equal(result.kind, 'ok');
+  assert.equal(caught.constructor, PublishNotAllowed);
+  assert.equal(caught.kind, 'not-allowed');
+  assert.ok(caught.message.startsWith('publish not allowed: subject "billing.x" is not in'), caught.message);
+});
+
+test('a TestHost without allow has an empty allow-list; a lone string is refused', async () => {
+  for (const host of [new TestHost(), new TestHost({ allow: undefined })]) {
+    await host.use(() => assert.throws(() => publish('a.b', ''), /publish allow-list \[\]/));
+  }
+  assert.throws(() => new TestHost({ allow: 'orders.>' }), TypeError);
+});
+
+test('no config values unless given', async () => {
+  await new TestHost().use(() => assert.equal(config('region'), undefined));
+  const result = await run(() => log.info(config('region', 'default')), Message.forTest('a'));
+  assert.equal(result.logs[0].message, 'default');
+});
+
+test('the outbox holds 100 messages by default', async () => {
+  const result = await run(
+    () => {
+      for (let i = 0; i < 101; i++) publish('out', String(i));
+    },
+    Message.forTest('a'),
+    { allow: ['out'] },
+  );
+  assert.deepEqual([result.kind, result.reason], ['reject', 'outbox full: at most 100 messages per delivery']);
+  assert.equal(result.published.length, 100);
+});
+
+test('the outbox holds 1 MiB by default, counting the headers the host adds', async () => {
+  const fits = 1024 * 1024 - TEST_HOST_HEADER_BYTES - 'out'.length - 'NATS/1.0\r\n\r\n'.length;
+  const handle = (msg) => publish('out', new Uint8Array(Number(msg.text())));
+  assert.equal((await run(handle, Message.forTest('a', String(fits)), { allow: ['out'] })).kind, 'ok');
+  const over = await run(handle, Message.forTest('a', String(fits + 1)), { allow: ['out'] });
+  assert.deepEqual(
+    [over.kind, over.reason],
+    ['reject', "outbox full: at most 1048576 bytes per delivery, the host's headers included"],
+  );
+  assert.equal((await run(handle, Message.forTest('a', '10'), { allow: ['out'], maxOutboxBytes: 10 })).kind, 'reject');
+});
+
+test('the host\'s own headers on an output are counted as the host counts them', () => {
+  assert.equal(TEST_HOST_HEADER_BYTES, 739);
+  assert.equal(hostHeaderBytes('ORDERS', 'wharf-orders'), 727 + 2 * 6 + 12);
 });
 
 test('config returns the value, else the fallback, else undefined', async () => {
@@ -247,7 +358,7 @@ test('run reports an uncaught error as a trap, with what was published and logge
       throw new TypeError('boom');
     },
     Message.forTest('in', 'x'),
-    { config: { region: 'eu' } },
+    { config: { region: 'eu' }, allow: ['out'] },
   );
   assert.equal(result.kind, 'trap');
   assert.equal(result.reason, 'TypeError: boom');
@@ -266,17 +377,30 @@ test('run uses the registered handler when given none', async () => {
   assert.throws(() => handler(() => {}), /already registered/);
 });
 
-test('the crash report ends with Name: message on one short line', () => {
+test('the crash report ends with Name: message (at file:line:column) on one short line', () => {
   const error = new RangeError('first\nsecond');
   const report = crashReport(error).split('\n');
-  assert.equal(report.at(-1), 'RangeError: first second');
+  assert.match(report.at(-1), /^RangeError: first second \(at sdk\.test\.js:\d+:\d+\)$/);
+  assert.equal(report.at(-1), `RangeError: first second (at sdk.test.js:${lineOf(error.stack)})`);
   assert.ok(report.length > 1, 'the stack comes first');
   assert.equal(summaryLine('a plain string'), 'Uncaught: a plain string');
   assert.equal(summaryLine({ code: 7 }), 'Object: {"code":7}');
   assert.equal(summaryLine(new Error('x'.repeat(5000))), `Error: ${'x'.repeat(MAX_SUMMARY_CHARS)}…`);
-  const spiderMonkeyStyle = { name: 'Error', message: 'x', stack: 'inner@h.js:1:1\nouter@h.js:2:2\nsettle@h.js:3:3\nhandle@h.js:4:4\n' };
-  assert.deepEqual(crashReport(spiderMonkeyStyle, /^(settle|handle)@/).split('\n'), ['inner@h.js:1:1', 'outer@h.js:2:2', 'Error: x']);
+  const long = crashReport(new Error('x'.repeat(5000))).split('\n').at(-1);
+  assert.match(long, /^Error: x+… \(at sdk\.test\.js:\d+:\d+\)$/);
   const caused = crashReport(new Error('outer', { cause: new Error('inner') })).split('\n');
   assert.ok(caused.includes('Caused by: Error: inner'));
-  assert.equal(caused.at(-1), 'Error: outer');
+  assert.match(caused.at(-1), /^Error: outer \(at sdk\.test\.js:\d+:\d+\)$/);
 });
+
+test('an error without a stack ends the report with Name: message alone', () => {
+  assert.deepEqual(crashReport('a plain string').split('\n'), ['Uncaught: a plain string']);
+  const stackless = { name: 'Error', message: 'x', stack: '' };
+  assert.deepEqual(crashReport(stackless).split('\n'), ['Error: x']);
+});
+
+/** `line:column` of the first frame of a V8 stack. */
+function lineOf(stack) {
+  const frame = stack.split('\n').find((line) => /^\s+at /.test(line));
+  return /:(\d+:\d+)\)?$/.exec(frame)[1];
+}

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::Site;
+
 /// Where a message's ordering key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderBy {
@@ -162,6 +164,42 @@ impl Partitioning {
         ));
         Ok((pattern.to_string(), dest.join(".")))
     }
+}
+
+/// Ordered mode's settings, which only go with `order_by`.
+pub(super) fn settings(
+    site: &Site<'_>,
+    order_by: Option<&str>,
+    key_after_dead_letter: Option<&str>,
+    single_host: Option<bool>,
+    dead_letter: bool,
+) -> (Option<OrderBy>, AfterDeadLetter, bool) {
+    let after = AfterDeadLetter::parse(key_after_dead_letter).unwrap_or_else(|e| {
+        site.report("key_after_dead_letter", e);
+        AfterDeadLetter::Continue
+    });
+    let Some(order_by) = order_by else {
+        for (set, field) in [
+            (key_after_dead_letter.is_some(), "key_after_dead_letter"),
+            (single_host.is_some(), "single_host"),
+        ] {
+            if set {
+                site.report(field, "only applies with order_by");
+            }
+        }
+        return (None, after, false);
+    };
+    let order_by = OrderBy::parse(order_by)
+        .map_err(|e| site.report("order_by", e))
+        .ok();
+    if after == AfterDeadLetter::Stop && !dead_letter {
+        site.report(
+            "key_after_dead_letter",
+            "\"stop\" needs a dead_letter subject: a key stays stopped while the \
+             dead-letter stream holds the copy of the message that stopped it",
+        );
+    }
+    (order_by, after, single_host.unwrap_or(false))
 }
 
 #[cfg(test)]

@@ -7,20 +7,43 @@ use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
-use super::dispatch::{Dispatcher, Version};
+use super::commit::{CommitError, Effects};
+use super::dispatcher::{Dispatcher, Version};
+use super::failpoint;
 use super::lease::Lease;
 use super::stalls::StallGuard;
 use crate::config::HandlerConfig;
 use crate::effects::classify::FlushError;
-use crate::effects::{dead_letter, outbox};
+use crate::effects::dead_letter;
 use crate::settle::{Action, DeadLetterKind, Outcome, Settled, settle};
 use crate::source::Source;
-use crate::staged::Outgoing;
 use crate::text::escape_controls;
+
+/// How carrying out a settlement ended.
+pub(super) enum Carried {
+    /// The message is settled (or abandoned to `ack_wait`).
+    Settled(Settled, Option<String>),
+    /// The guest's key-value write conflicted: run it again after `delay`
+    /// on fresh state, under the same lease; its next record must follow
+    /// the one at `after`.
+    Rerun {
+        lease: Box<Lease>,
+        delay: Duration,
+        after: u64,
+    },
+}
+
+/// Which run of the guest a settlement is for: the delivery's attempt,
+/// and how often a conflict ran the guest again within it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run {
+    pub attempt: u32,
+    pub reruns: u32,
+}
 
 impl Dispatcher {
     /// Carries out the settlement. Every path that ends a message (ack, term)
-    /// first has its outputs or its dead-letter copy confirmed; a host-side
+    /// first has its effects or its dead-letter copy confirmed; a host-side
     /// failure on the way keeps the message (under its lease) and tries the
     /// step again, as `settle` says.
     pub(super) async fn apply(
@@ -28,10 +51,11 @@ impl Dispatcher {
         version: &Version,
         lease: Lease,
         source: &Source,
-        attempt: u32,
+        run: Run,
         action: Action,
-        outputs: &[Outgoing],
-    ) -> (Settled, Option<String>) {
+        effects: &mut Effects,
+    ) -> Carried {
+        let Run { attempt, reruns } = run;
         let handler = version.guest.handler();
         let settle = |outcome| settle(outcome, attempt, handler.max_attempts, &version.backoff);
         let mut action = action;
@@ -39,7 +63,7 @@ impl Dispatcher {
         let mut again: Option<Action> = None;
         let mut tries = 0u32;
         let mut held = Held::default();
-        let mut confirmed = vec![false; outputs.len()];
+        let mut confirmed = vec![false; effects.outputs().len()];
         loop {
             let step = match action {
                 Action::RetryStep { delay } => {
@@ -50,22 +74,55 @@ impl Dispatcher {
             };
             let failed = match &step {
                 Action::Nak { delay } => return nak(lease, *delay).await,
+                Action::Rerun { delay } => {
+                    return Carried::Rerun {
+                        lease: Box::new(lease),
+                        delay: *delay,
+                        after: effects.stored().map_or(0, |(s, _)| s),
+                    };
+                }
                 Action::PublishThenAck => {
-                    let first_try = attempt == 1 && tries == 0;
+                    let first_try = attempt == 1 && tries == 0 && reruns == 0;
                     match self
-                        .flush(handler, source, outputs, &mut confirmed, first_try)
+                        .commit(handler, source, effects, &mut confirmed, first_try)
                         .await
                     {
                         Ok(()) => {
                             failpoint::after_outbox();
-                            return ack(lease, handler.double_ack, outputs.len()).await;
+                            let outputs = effects.outputs().len();
+                            if !effects.recorded_ack() {
+                                return ack(lease, handler.double_ack, outputs).await;
+                            }
+                            // The record is marked done only once the ack is
+                            // confirmed: a lost ack redelivers the message,
+                            // which must find its record.
+                            let acked = ack(lease, true, outputs).await;
+                            if let Carried::Settled(Settled::Acked, _) = acked
+                                && let (Some((sequence, id)), Some(state)) =
+                                    (effects.stored(), &self.state)
+                            {
+                                state.records.forget(source, sequence, id);
+                            }
+                            return acked;
                         }
-                        Err(FlushError::Refused(detail)) => {
+                        Err(CommitError::Refused(detail)) => {
                             warn!(detail = %escape_controls(&detail), "the server refused an output");
                             action = settle(Outcome::OutputRefused { detail });
                             continue;
                         }
-                        Err(e) => e,
+                        Err(CommitError::Conflict { detail, after }) => {
+                            debug!(detail = %escape_controls(&detail), reruns, "key-value write conflicted");
+                            if let Effects::Recorded {
+                                after: a, stored, ..
+                            } = effects
+                            {
+                                *a = after;
+                                *stored = Some(after);
+                            }
+                            action = settle(Outcome::Conflict { reruns, detail });
+                            continue;
+                        }
+                        Err(CommitError::Failed(e)) => e,
                     }
                 }
                 Action::DeadLetter { kind, reason } => {
@@ -83,7 +140,17 @@ impl Dispatcher {
                         .dead_letter(subject, &lease, source, &copy, max_payload)
                         .await
                     {
-                        Ok(()) => return term(lease, *kind, reason.clone()).await,
+                        Ok(()) => {
+                            let termed = term(lease, *kind, reason.clone()).await;
+                            // A record left by a conflicted run applied
+                            // nothing, and the message will not be back.
+                            if let (Some((sequence, id)), Some(state)) =
+                                (effects.stored(), &self.state)
+                            {
+                                state.records.forget(source, sequence, id);
+                            }
+                            return termed;
+                        }
                         Err(e) => e,
                     }
                 }
@@ -96,30 +163,6 @@ impl Dispatcher {
             action = settle(Outcome::HostFailed { tries, outage });
             tries += 1;
         }
-    }
-
-    /// Publishes the outputs not confirmed yet; a subject only a wildcard
-    /// allowed and no stream stores is the output's failure, a subject the
-    /// config names is the host's.
-    async fn flush(
-        &self,
-        handler: &HandlerConfig,
-        source: &Source,
-        outputs: &[Outgoing],
-        confirmed: &mut [bool],
-        first_try: bool,
-    ) -> Result<(), FlushError> {
-        let configured = |s: &str| handler.publish.literals().any(|l| l == s);
-        outbox::flush(
-            &self.jet,
-            &self.streams,
-            source,
-            outputs,
-            confirmed,
-            first_try,
-            configured,
-        )
-        .await
     }
 
     /// Stores the message's dead-letter copy.
@@ -141,7 +184,10 @@ impl Dispatcher {
     fn log_host_failure(&self, handler: &HandlerConfig, step: &Action, e: &FlushError) {
         let (kind, what) = match step {
             Action::DeadLetter { .. } => ("dead-letter", "dead-letter copy not stored"),
-            _ => ("outbox", "outputs not confirmed"),
+            _ => (
+                "outbox",
+                "outputs not confirmed, or key-value writes not applied",
+            ),
         };
         if let Some(suppressed) = self.throttle.admit(kind) {
             error!(
@@ -178,87 +224,54 @@ impl<'a> Held<'a> {
     }
 }
 
-async fn ack(lease: Lease, double: bool, outputs: usize) -> (Settled, Option<String>) {
+async fn ack(lease: Lease, double: bool, outputs: usize) -> Carried {
     match lease.ack(double).await {
         Ok(()) => {
             debug!(outputs, "acked");
-            (Settled::Acked, None)
+            Carried::Settled(Settled::Acked, None)
         }
         Err(e) => {
             // The outputs are stored with deterministic ids, so the
             // redelivery this causes will not duplicate them.
             warn!(error = %e, "ack failed; the message will be redelivered");
-            (Settled::Abandoned, None)
+            Carried::Settled(Settled::Abandoned, None)
         }
     }
 }
 
-async fn nak(lease: Lease, delay: Duration) -> (Settled, Option<String>) {
+async fn nak(lease: Lease, delay: Duration) -> Carried {
     match lease.nak(delay).await {
-        Ok(()) => (Settled::Naked, None),
+        Ok(()) => Carried::Settled(Settled::Naked, None),
         Err(e) => {
             warn!(error = %e, "nak failed; ack_wait will redeliver the message");
-            (Settled::Abandoned, None)
+            Carried::Settled(Settled::Abandoned, None)
         }
     }
 }
 
-async fn term(lease: Lease, kind: DeadLetterKind, reason: String) -> (Settled, Option<String>) {
+async fn term(lease: Lease, kind: DeadLetterKind, reason: String) -> Carried {
     match lease.term().await {
-        Ok(()) => (Settled::DeadLettered(kind), Some(reason)),
+        Ok(()) => Carried::Settled(Settled::DeadLettered(kind), Some(reason)),
         Err(e) => {
             // The copy's id is derived from the source sequence, so
             // dead-lettering it again on redelivery is a no-op.
             warn!(error = %e, "term failed after the dead-letter copy was stored");
-            (Settled::Abandoned, None)
+            Carried::Settled(Settled::Abandoned, None)
         }
     }
 }
 
-async fn drop_message(
-    lease: Lease,
-    kind: DeadLetterKind,
-    reason: String,
-) -> (Settled, Option<String>) {
+async fn drop_message(lease: Lease, kind: DeadLetterKind, reason: String) -> Carried {
     error!(
         kind = %kind,
         reason = %escape_controls(&reason),
         "dropping undeliverable message: no dead_letter subject and drop_after_max_attempts = true"
     );
     match lease.term().await {
-        Ok(()) => (Settled::Dropped, Some(reason)),
+        Ok(()) => Carried::Settled(Settled::Dropped, Some(reason)),
         Err(e) => {
             warn!(error = %e, "term failed; ack_wait will redeliver the message");
-            (Settled::Abandoned, None)
+            Carried::Settled(Settled::Abandoned, None)
         }
     }
-}
-
-/// Crash-test hooks, compiled in only with the `failpoints` feature.
-mod failpoint {
-    /// With `WHARF_FAILPOINT_EXIT_AFTER_OUTBOX=N` set, the process exits on
-    /// its N-th confirmed outbox, after the outputs are stored and before
-    /// the input is acked: the worst moment for duplicates.
-    #[cfg(feature = "failpoints")]
-    pub(super) fn after_outbox() {
-        use std::sync::OnceLock;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static EVERY: OnceLock<Option<u64>> = OnceLock::new();
-        static COUNT: AtomicU64 = AtomicU64::new(0);
-        let every = EVERY.get_or_init(|| {
-            std::env::var("WHARF_FAILPOINT_EXIT_AFTER_OUTBOX")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-        });
-        if let Some(n) = every
-            && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n
-        {
-            eprintln!("failpoint: exiting after the outbox was confirmed, before the ack");
-            std::process::exit(86);
-        }
-    }
-
-    #[cfg(not(feature = "failpoints"))]
-    pub(super) fn after_outbox() {}
 }

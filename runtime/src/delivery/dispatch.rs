@@ -4,94 +4,23 @@
 //! delivery and its outbox is confirmed, and nothing terms before the
 //! dead-letter copy is confirmed.
 
-use std::sync::{Arc, RwLock};
-
-use async_nats::jetstream;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::stalls::Stalls;
-use crate::config::HandlerConfig;
+use super::apply::{Carried, Run};
+use super::commit::Effects;
+use super::dispatcher::Dispatcher;
 use crate::delivery::lease::Lease;
-use crate::effects::Jet;
-use crate::effects::classify::StreamCache;
+use crate::effects::record::Found;
 use crate::headers;
 use crate::sandbox::bindings::{Delivery, Header, Message};
-use crate::sandbox::guest::{Guest, Ran};
-use crate::settle::{Backoff, Outcome, Settled, settle};
+use crate::sandbox::guest::Ran;
+use crate::settle::{Outcome, Settled, settle};
 use crate::source::Source;
-use crate::telemetry::{HandlerTelemetry, Record};
+use crate::telemetry::Record;
 use crate::text::escape_controls;
-use crate::throttle::Throttle;
 use crate::trace::SpanContext;
 
-/// Everything needed to run deliveries for one handler.
-pub(crate) struct Dispatcher {
-    /// The settings the handler was bound with: its stream, consumer and
-    /// pull bounds. A reload never changes these.
-    pub handler: Arc<HandlerConfig>,
-    /// The component and per-delivery settings new deliveries use; a reload
-    /// swaps it, and deliveries already running finish on the one they took.
-    current: RwLock<Arc<Version>>,
-    pub(super) jet: Jet,
-    /// Deliveries waiting for a stream that is unavailable.
-    pub stalls: Stalls,
-    /// Which stream stores each output subject.
-    pub(super) streams: StreamCache,
-    pub(super) throttle: Throttle,
-    pub telemetry: HandlerTelemetry,
-}
-
-/// One version of a handler: its component and per-delivery settings.
-pub(crate) struct Version {
-    pub guest: Guest,
-    pub(super) backoff: Backoff,
-}
-
-impl Version {
-    fn new(guest: Guest) -> Version {
-        let h = guest.handler();
-        Version {
-            backoff: Backoff::new(h.backoff.clone(), h.backoff_jitter, h.max_retry_delay),
-            guest,
-        }
-    }
-}
-
 impl Dispatcher {
-    pub(crate) fn new(
-        guest: Guest,
-        js: jetstream::Context,
-        telemetry: HandlerTelemetry,
-    ) -> Dispatcher {
-        Dispatcher {
-            telemetry,
-            handler: guest.handler().clone(),
-            current: RwLock::new(Arc::new(Version::new(guest))),
-            jet: Jet::new(js),
-            stalls: Stalls::default(),
-            streams: StreamCache::default(),
-            throttle: Throttle::default(),
-        }
-    }
-
-    /// The version new deliveries use.
-    pub(crate) fn current(&self) -> Arc<Version> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Makes `guest` (a new component, new per-delivery settings, or both)
-    /// the version new deliveries use.
-    pub(crate) fn swap(&self, guest: Guest) {
-        let old = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(Version::new(guest)),
-        );
-        old.guest.retire();
-    }
-
     /// Runs one delivery to its settlement.
     pub(crate) async fn deliver(&self, lease: Lease) -> Settled {
         let version = self.current();
@@ -157,43 +86,81 @@ impl Dispatcher {
                     .unwrap_or(0),
             },
         };
-        let stopped = lease.stopped_key().map(str::to_owned);
+        let mut stopped = lease.stopped_key().map(str::to_owned);
         async move {
-            let ran = if let Some(reason) = stopped {
-                Ran {
-                    outcome: Outcome::KeyStopped { reason },
-                    outputs: Vec::new(),
-                    times: None,
-                }
-            } else if attempt > handler.max_attempts {
-                Ran {
-                    outcome: Outcome::PastFinalAttempt,
-                    outputs: Vec::new(),
-                    times: None,
-                }
-            } else {
-                version.guest.run(&message).await
-            };
-            match &ran.outcome {
-                Outcome::Failed { failure, detail } => {
-                    warn!(?failure, detail = %escape_controls(detail), "guest failed")
-                }
-                Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
-                Outcome::Reject { reason } => {
-                    debug!(reason = %escape_controls(reason), "guest rejected the message")
-                }
-                _ => {}
-            }
             let pulled = lease.pulled();
-            let action = settle(ran.outcome, attempt, handler.max_attempts, &version.backoff);
-            let (settled, reason) = self
-                .apply(&version, lease, &source, attempt, action, &ran.outputs)
-                .await;
+            let mut lease = lease;
+            // A redelivery of a handler that writes state may find the
+            // effects an earlier delivery recorded: it applies those and
+            // does not run the guest again (or, when they were applied and
+            // the message acked, applies nothing).
+            let mut recorded = match &self.state {
+                Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(&source).await,
+                _ => Found::Nothing,
+            };
+            let mut after = 0;
+            let mut reruns = 0;
+            let mut times = None;
+            let (settled, reason, outputs) = loop {
+                let (outcome, mut effects) = match std::mem::replace(&mut recorded, Found::Nothing) {
+                    Found::Record(stored) => {
+                        debug!(record = %stored.record.id, "applying the effects an earlier delivery recorded");
+                        (Outcome::Ok, Effects::recorded(stored.record, stored.sequence))
+                    }
+                    Found::Done => {
+                        debug!("an earlier delivery applied this message's effects and was acked");
+                        (Outcome::Ok, Effects::Done)
+                    }
+                    // Parked behind its stopped key (ordered mode): not run.
+                    Found::Nothing if stopped.is_some() => (
+                        Outcome::KeyStopped {
+                            reason: stopped.take().unwrap_or_default(),
+                        },
+                        Effects::Outputs(Vec::new()),
+                    ),
+                    Found::Nothing if attempt > handler.max_attempts => {
+                        (Outcome::PastFinalAttempt, Effects::Outputs(Vec::new()))
+                    }
+                    Found::Nothing => {
+                        let ran = version.guest.run(&message).await;
+                        log_outcome(&ran);
+                        times = ran.times;
+                        (ran.outcome, Effects::of(ran.outputs, ran.writes, after))
+                    }
+                };
+                let action = settle(outcome, attempt, handler.max_attempts, &version.backoff);
+                match self
+                    .apply(
+                        &version,
+                        lease,
+                        &source,
+                        Run { attempt, reruns },
+                        action,
+                        &mut effects,
+                    )
+                    .await
+                {
+                    Carried::Settled(settled, reason) => {
+                        break (settled, reason, effects.outputs().len());
+                    }
+                    Carried::Rerun {
+                        lease: kept,
+                        delay,
+                        after: conflicted,
+                    } => {
+                        lease = *kept;
+                        after = conflicted;
+                        reruns += 1;
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            };
             self.telemetry.settled(&Record {
                 settled,
                 pulled,
-                ran: ran.times,
-                outputs: ran.outputs.len(),
+                ran: times,
+                outputs,
+                reruns,
                 reason: reason.as_deref(),
                 source: &source,
                 parent: parent.as_ref(),
@@ -202,6 +169,23 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Logs what the guest returned, when it did not succeed.
+fn log_outcome(ran: &Ran) {
+    match &ran.outcome {
+        Outcome::Failed { failure, detail } => {
+            warn!(?failure, detail = %escape_controls(detail), "guest failed")
+        }
+        Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
+        Outcome::Errored { reason } => {
+            debug!(reason = %escape_controls(reason), "guest returned an error")
+        }
+        Outcome::Reject { reason } => {
+            debug!(reason = %escape_controls(reason), "guest rejected the message")
+        }
+        _ => {}
     }
 }
 

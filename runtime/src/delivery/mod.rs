@@ -12,7 +12,10 @@
 
 mod apply;
 pub(crate) mod binding;
+mod commit;
 pub(crate) mod dispatch;
+pub(crate) mod dispatcher;
+mod failpoint;
 pub(crate) mod lease;
 pub(crate) mod line;
 mod order;
@@ -25,5 +28,5 @@ mod serve;
 mod slot;
 mod spread;
 mod stalls;
+pub(crate) mod state;
 mod stopped;
-pub(crate) mod subjects;

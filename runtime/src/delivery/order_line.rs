@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AfterDeadLetter;
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::lease::Lease;
 use crate::delivery::line;
 use crate::delivery::order::{Item, Keys};

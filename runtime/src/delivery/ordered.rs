@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::config::AfterDeadLetter;
 use crate::delivery::binding::{self, BindError, GROUP, Seen};
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::lease::Leases;
 use crate::delivery::order::Item;
 use crate::delivery::order_line::{self, Held, OrderLine};

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HandlerConfig;
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::lease::Leases;
 use crate::delivery::order_line::OrderLine;
 

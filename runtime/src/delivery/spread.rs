@@ -47,17 +47,22 @@ pub(crate) async fn watch(ctx: Arc<Ctx>, stop: CancellationToken) {
     // request caught in flight does not move a partition.
     let mut others_before = 0usize;
     let mut warned = Instant::now() - FENCE_WARN;
+    let status = ctx.dispatcher.telemetry.status.clone();
     loop {
-        tokio::select! {
+        // A scrape asks for the counts afresh (`recount`); it does not
+        // move partitions sooner.
+        let asked = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => false,
+            _ = status.recount.notified() => true,
+        };
         let full = last_full.elapsed() >= WATCH_EVERY;
+        let count = full || asked;
         let mut lag = (0u64, 0u64, 0u64);
         let mut others_now = 0usize;
         for slot in &ctx.slots {
             let fenced = ctx.line.is_fenced(slot.index);
-            if !fenced && !full {
+            if !fenced && !count {
                 continue;
             }
             // The partition's messages waiting here, counted before asking:
@@ -81,7 +86,10 @@ pub(crate) async fn watch(ctx: Arc<Ctx>, stop: CancellationToken) {
                 others_now = others_now.max(info.num_waiting.saturating_sub(mine));
             }
         }
-        report(&ctx, full.then_some(lag));
+        report(&ctx, count.then_some(lag));
+        if count {
+            status.counted.send_modify(|n| *n += 1);
+        }
         if full {
             last_full = Instant::now();
             spread(&ctx, others_now.min(others_before));

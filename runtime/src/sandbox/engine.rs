@@ -15,9 +15,11 @@ use anyhow::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::sandbox::bindings::HandlerPre;
+use crate::sandbox::bindings::World;
 use crate::sandbox::component::Footprint;
+use crate::sandbox::detect::{self, Detected};
 use crate::sandbox::store::StoreState;
+use crate::sandbox::worlds::HandlerPre;
 
 /// How often the epoch advances. Deadlines are checked, and looping guests
 /// yield to the async runtime, once per tick.
@@ -243,14 +245,17 @@ pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> 
     Ok(linker)
 }
 
-/// Compiles a handler's component and checks it implements the `handler` world.
+/// Compiles a handler's component, tells which world it implements
+/// (`super::detect`), and checks it links and exports what that world
+/// calls. Returns the linked component, its world, and what detection saw.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<StoreState>,
     handler: &str,
     path: &Path,
     bytes: &[u8],
-) -> anyhow::Result<HandlerPre<StoreState>> {
+) -> anyhow::Result<(HandlerPre, World, Detected)> {
+    let detected = detect::detect(handler, path, bytes)?;
     let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| {
@@ -259,21 +264,34 @@ pub(crate) fn compile(
                 path.display()
             )
         })?;
+    let world = match detected.world {
+        None => World::of(engine, &component),
+        Some(c) => World::Compat(c),
+    };
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| {
             format!(
                 "handler \"{handler}\": component {} imports something Wharf does not provide \
-             (only WASI p2 and wharf:handler/host@0.1.0 are available)",
-                path.display()
+                 (only WASI p2, the imports of the worlds Wharf runs, wasi:keyvalue@0.2.0-draft2 \
+                 and @0.2.0-draft, and wasi:logging@0.1.0-draft are available)",
+                path.display(),
             )
         })?;
-    HandlerPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
-        format!(
-            "handler \"{handler}\": component {} does not implement the wharf:handler/handler@0.1.0 world \
-             (it must export `handle: func(msg: message) -> result<_, handler-error>`)",
-            path.display()
-        )
-    })
+    let export = match detected.world {
+        None => "handle: func(msg: message) -> result<_, handler-error>",
+        Some(c) => c.export(),
+    };
+    let pre = HandlerPre::new(detected.world, pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "handler \"{handler}\": component {} does not implement {} as Wharf runs it: \
+                 its `{export}` export does not match",
+                path.display(),
+                world.name(),
+            )
+        })?;
+    Ok((pre, world, detected))
 }

@@ -8,26 +8,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 
 use crate::config::{HandlerConfig, Isolation};
-use crate::sandbox::bindings::{Handler, HandlerError, HandlerPre, Message};
+use crate::sandbox::bindings::{Message, World};
 use crate::sandbox::engine::EPOCH_TICK;
 use crate::sandbox::host::wasi::Output;
 use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
+use crate::sandbox::trap;
+use crate::sandbox::worlds::{Handler, HandlerPre};
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
+use crate::state::Write;
 use crate::telemetry::RunTimes;
-
-/// How much of the end of a guest's stderr a trap's reason keeps: that is
-/// where a Rust panic message, a Python traceback's last line or a JS
-/// error's `name: message` land.
-const STDERR_TAIL: usize = 700;
 
 /// One handler's compiled component and the instances it may reuse.
 pub(crate) struct Guest {
     engine: Engine,
-    pre: HandlerPre<StoreState>,
+    pre: HandlerPre,
+    /// The world the component implements.
+    pub world: World,
     shared: Shared,
     /// Idle instances for `isolation = "reuse"`; each serves one delivery at a time.
     idle: Mutex<Vec<Idle>>,
@@ -48,15 +48,18 @@ pub(crate) struct Ran {
     pub outcome: Outcome,
     /// The outbox, when the guest succeeded; empty otherwise.
     pub outputs: Vec<Outgoing>,
+    /// The staged key-value writes, when the guest succeeded; empty otherwise.
+    pub writes: Vec<Write>,
     /// How long it took; `None` when the guest was not run.
     pub times: Option<RunTimes>,
 }
 
 impl Guest {
-    pub(crate) fn new(engine: Engine, pre: HandlerPre<StoreState>, shared: Shared) -> Guest {
+    pub(crate) fn new(engine: Engine, pre: HandlerPre, world: World, shared: Shared) -> Guest {
         Guest {
             engine,
             pre,
+            world,
             shared,
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
@@ -76,7 +79,7 @@ impl Guest {
 
     /// The same compiled component with other per-delivery settings.
     pub(crate) fn with_settings(&self, shared: Shared) -> Guest {
-        Guest::new(self.engine.clone(), self.pre.clone(), shared)
+        Guest::new(self.engine.clone(), self.pre.clone(), self.world, shared)
     }
 
     /// The server's `max_payload`, once known.
@@ -163,19 +166,10 @@ impl Guest {
         let output = state.wasi.output.take();
         log_output(&self.shared.name, &output, state.log.dropped);
         let (outcome, instance) = match result {
-            Ok(Ok((Ok(()), instance))) => (Outcome::Ok, Some(instance)),
-            Ok(Ok((Err(HandlerError::Retry(ms)), instance))) => (
-                Outcome::Retry {
-                    delay: ms.map(Duration::from_millis),
-                },
-                Some(instance),
-            ),
-            Ok(Ok((Err(HandlerError::Reject(reason)), instance))) => {
-                (Outcome::Reject { reason }, Some(instance))
-            }
+            Ok(Ok((outcome, instance))) => (outcome, Some(instance)),
             Ok(Err(e)) => {
                 let (failure, detail) =
-                    classify(&e, state.limits.hit, handler, &output.stderr_tail);
+                    trap::classify(&e, state.limits.hit, handler, &output.stderr_tail);
                 (Outcome::Failed { failure, detail }, None)
             }
             Err(_) => (
@@ -189,10 +183,10 @@ impl Guest {
                 None,
             ),
         };
-        let outputs = if outcome == Outcome::Ok {
-            state.outbox.take()
+        let (outputs, writes) = if outcome == Outcome::Ok {
+            (state.outbox.take(), state.kv.take())
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         // A failed instance is never used again: its state may be anything.
         if let (Isolation::Reuse(limit), Some(instance)) = (handler.isolation, instance)
@@ -210,6 +204,7 @@ impl Guest {
         Ran {
             outcome,
             outputs,
+            writes,
             times: Some(times),
         }
     }
@@ -260,10 +255,10 @@ impl Guest {
             let mut store = new_store(&self.engine, &self.shared);
             let instance = self.pre.instantiate_async(&mut store).await?;
             let t1 = Instant::now();
-            let result = instance.call_handle(&mut store, message).await?;
+            let outcome = instance.call_handle(&mut store, message).await?;
             drop(store);
             let t2 = Instant::now();
-            anyhow::ensure!(result.is_ok(), "the guest did not succeed");
+            anyhow::ensure!(outcome == Outcome::Ok, "the guest did not succeed");
             instantiate += t1 - t0;
             call += t2 - t1;
         }
@@ -296,56 +291,6 @@ pub(crate) fn memory_too_small(handler: &HandlerConfig, needed: u64) -> anyhow::
         handler.component.display(),
         crate::config::mib(needed),
         crate::config::mib(handler.memory)
-    )
-}
-
-/// Tells a limit from a trap, and says which in words fit for a dead-letter reason.
-fn classify(
-    err: &wasmtime::Error,
-    hit: Option<Failure>,
-    config: &HandlerConfig,
-    stderr: &[u8],
-) -> (Failure, String) {
-    let trap = err.downcast_ref::<Trap>().copied();
-    match (hit, trap) {
-        (Some(Failure::Timeout), _) => (
-            Failure::Timeout,
-            format!(
-                "handler exceeded its timeout of {}",
-                humantime::format_duration(config.timeout)
-            ),
-        ),
-        (_, Some(Trap::OutOfFuel)) => (Failure::Timeout, "handler ran out of fuel".to_string()),
-        (Some(Failure::Memory), _) => (
-            Failure::Memory,
-            format!(
-                "handler exceeded its memory limit of {} bytes",
-                config.memory
-            ),
-        ),
-        (_, Some(Trap::StackOverflow)) => {
-            (Failure::Trap, with_stderr("stack overflow".into(), stderr))
-        }
-        (_, Some(t)) => (Failure::Trap, with_stderr(format!("trap: {t}"), stderr)),
-        // The cause first: the chain around it starts with a wasm backtrace,
-        // and a reason keeps only its first kilobyte.
-        (_, None) => (
-            Failure::Trap,
-            with_stderr(format!("{} ({err:#})", err.root_cause()), stderr),
-        ),
-    }
-}
-
-/// Appends the end of the guest's stderr to a trap reason.
-fn with_stderr(detail: String, stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    if text.is_empty() {
-        return detail;
-    }
-    format!(
-        "{detail}; stderr: {}",
-        crate::text::tail(text, STDERR_TAIL, "…")
     )
 }
 
@@ -390,18 +335,5 @@ mod tests {
         assert!(pool_full(&err), "{err:#}");
         let other = wasmtime::Error::msg("something else");
         assert!(!pool_full(&other));
-    }
-
-    #[test]
-    fn a_trap_reason_keeps_the_end_of_stderr() {
-        let stderr = format!("{}\nValueError: the last line", "x".repeat(2000));
-        let reason = with_stderr("trap: unreachable".into(), stderr.as_bytes());
-        assert!(
-            reason.starts_with("trap: unreachable; stderr: …"),
-            "{reason}"
-        );
-        assert!(reason.ends_with("ValueError: the last line"), "{reason}");
-        assert!(reason.len() < 800, "{}", reason.len());
-        assert_eq!(with_stderr("trap".into(), b"  \n"), "trap");
     }
 }

@@ -11,11 +11,13 @@ use anyhow::Context as _;
 use wasmtime::component::Linker;
 
 use crate::config::HandlerConfig;
+use crate::request::RequesterCell;
 use crate::sandbox::component;
 use crate::sandbox::engine::{self, Demand, Engines, EpochTicker, Kind};
 use crate::sandbox::guest::{self, Guest};
 use crate::sandbox::host::publish::MaxPayload;
 use crate::sandbox::store::{Shared, StoreState};
+use crate::state::ReaderCell;
 
 /// The engines, one linker per engine, and what each can hold.
 pub(crate) struct Loader {
@@ -23,6 +25,11 @@ pub(crate) struct Loader {
     linkers: BTreeMap<Kind, Linker<StoreState>>,
     demands: BTreeMap<Kind, Demand>,
     pub max_payload: MaxPayload,
+    /// How guests read key-value buckets, set once the host has connected.
+    pub kv_reader: ReaderCell,
+    /// How guests of other hosts' worlds send requests, set once the host
+    /// has connected.
+    pub requester: RequesterCell,
 }
 
 /// One handler's component, loaded.
@@ -31,6 +38,8 @@ pub(crate) struct Loaded {
     pub kind: Kind,
     /// A digest of the component's bytes, to tell whether a file changed.
     pub digest: u64,
+    /// The world it implements and what else it imports, in words.
+    pub described: String,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -70,6 +79,8 @@ impl Loader {
             linkers,
             demands,
             max_payload: MaxPayload::default(),
+            kv_reader: ReaderCell::default(),
+            requester: RequesterCell::default(),
         };
         let mut loaded = Vec::new();
         for (h, (kind, file)) in handlers.iter().zip(files) {
@@ -80,12 +91,14 @@ impl Loader {
 
     fn compile(&self, h: &HandlerConfig, kind: Kind, bytes: &[u8]) -> anyhow::Result<Loaded> {
         let engine = self.engines.get(kind).clone();
-        let pre = engine::compile(&engine, &self.linkers[&kind], &h.name, &h.component, bytes)?;
-        let shared = Shared::new(Arc::new(h.clone()), self.max_payload.clone());
+        let (pre, world, detected) =
+            engine::compile(&engine, &self.linkers[&kind], &h.name, &h.component, bytes)?;
+        let shared = self.shared(h);
         Ok(Loaded {
-            guest: Guest::new(engine, pre, shared),
+            guest: Guest::new(engine, pre, world, shared),
             kind,
             digest: digest(bytes),
+            described: detected.describe(world.name()),
         })
     }
 
@@ -136,16 +149,27 @@ impl Loader {
         }
         if !changed {
             // Same component, new settings: share the compiled code.
-            let shared = Shared::new(Arc::new(h.clone()), self.max_payload.clone());
+            let shared = self.shared(h);
             return Ok(Some(Loaded {
                 guest: running.with_settings(shared),
                 kind,
                 digest: running_digest,
+                described: running.world.name().to_string(),
             }));
         }
         self.compile(h, kind, &file.bytes)
             .map(Some)
             .with_context(|| format!("handler \"{}\": loading the new component", h.name))
+    }
+
+    /// What every Store of this handler shares.
+    fn shared(&self, h: &HandlerConfig) -> Shared {
+        Shared::new(
+            Arc::new(h.clone()),
+            self.max_payload.clone(),
+            self.kv_reader.clone(),
+            self.requester.clone(),
+        )
     }
 
     pub(crate) fn start_ticker(&self) -> EpochTicker {

@@ -1,5 +1,6 @@
 //! One delivery's Store: the per-delivery state every capability keeps
-//! (WASI, outbox, config values, log budget), the memory limiter and the
+//! (WASI, outbox, config values, log budget, key-value writes, requests,
+//! other worlds' resources), the memory limiter and the
 //! wall-clock deadline. Only `super::guest` creates Stores.
 
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
-    log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values, wasi::Wasi,
+    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox,
+    request::RequestAccess, request::Requests, values::Values, wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -81,14 +83,24 @@ pub(crate) struct Shared {
     pub name: Arc<str>,
     pub values: Values,
     pub max_payload: MaxPayload,
+    pub kv: KvAccess,
+    pub requests: RequestAccess,
     /// The most bytes of headers the host adds to one output.
     host_bytes: usize,
 }
 
 impl Shared {
-    pub(crate) fn new(handler: Arc<HandlerConfig>, max_payload: MaxPayload) -> Shared {
+    pub(crate) fn new(
+        handler: Arc<HandlerConfig>,
+        max_payload: MaxPayload,
+        kv_reader: crate::state::ReaderCell,
+        requester: crate::request::RequesterCell,
+    ) -> Shared {
+        let name: Arc<str> = Arc::from(handler.name.as_str());
         Shared {
-            name: Arc::from(handler.name.as_str()),
+            requests: RequestAccess::new(handler.clone(), requester),
+            kv: KvAccess::new(name.clone(), handler.kv.clone(), kv_reader),
+            name,
             values: Values::new(handler.values.clone()),
             host_bytes: super::host::publish::host_header_bytes(&handler),
             handler,
@@ -104,6 +116,10 @@ pub(crate) struct StoreState {
     pub outbox: Outbox,
     pub values: Values,
     pub log: LogBudget,
+    pub kv: Kv,
+    pub requests: Requests,
+    /// The resources of a component of another host's world.
+    pub compat: super::worlds::state::State,
     /// When the current call must stop; re-armed for every delivery.
     deadline: Instant,
     timeout: Duration,
@@ -136,6 +152,9 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         ),
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
+        kv: Kv::new(shared.kv.clone()),
+        requests: Requests::new(shared.requests.clone()),
+        compat: super::worlds::state::State::new(handler.clone()),
         deadline: Instant::now() + timeout,
         timeout,
         fuel: handler.fuel,
@@ -170,6 +189,8 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     let state = store.data_mut();
     state.limits.hit = None;
     state.outbox.take();
+    state.kv.take();
+    state.requests.reset();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);

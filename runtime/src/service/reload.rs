@@ -18,9 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, HandlerConfig};
-use crate::delivery::binding::BindError;
-use crate::delivery::dispatch::Dispatcher;
-use crate::delivery::subjects;
+use crate::delivery::binding::{self, BindError};
+use crate::delivery::dispatcher::Dispatcher;
 use crate::sandbox::engine::Kind;
 use crate::sandbox::loader::Loader;
 
@@ -133,7 +132,7 @@ impl Reloader {
             let Some(version) = version else { continue };
             version.guest.probe().await?;
             if n.dead_letter != o.dead_letter || n.publish != o.publish {
-                subjects::subjects(&self.js, n)
+                binding::subjects(&self.js, n)
                     .await
                     .map_err(BindError::into_error)?;
             }
