@@ -23,6 +23,7 @@ mod layout;
 mod no_std;
 mod operations;
 mod order;
+mod order_state;
 mod outputs;
 mod policy;
 mod reasons;

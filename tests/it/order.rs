@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// Whether the test server has consumer priority groups (2.11+); older
 /// ones run ordered handlers with `single_host = true` only.
-fn priority_groups(js: &jetstream::Context) -> bool {
+pub fn priority_groups(js: &jetstream::Context) -> bool {
     let version = js.client().server_info().version;
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 11)
@@ -493,7 +493,7 @@ fn ordered_settings_are_validated() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("stream.partition_by") && err.contains("'>'"),
+        err.contains("stream \"S\": field `partition_by`") && err.contains("'>'"),
         "{err}"
     );
 }
