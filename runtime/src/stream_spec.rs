@@ -260,4 +260,34 @@ mod tests {
         assert_eq!(differences(&fixed, &s), Vec::<String>::new());
         assert_eq!(fixed.description.as_deref(), Some("kept"));
     }
+
+    /// A partitioned stream is created with its subject transform and the
+    /// partitioned form of its subject; one without the transform differs
+    /// in `partitions`.
+    #[test]
+    fn a_partitioned_stream_has_its_transform() {
+        let text = "[[stream]]\nname = \"S\"\nsubjects = [\"s.*.*\"]\npartitions = 4\n\
+                    partition_by = \"subject:2\"\n\
+                    [[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"S\"\n\
+                    dead_letter = \"dlq.h\"\n";
+        let s = Config::parse(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .streams
+            .remove(0);
+        let want = desired(&s);
+        assert_eq!(want.subjects, ["s.*.*", "s.*.*.*"]);
+        let t = want.subject_transform.clone().expect("a transform");
+        assert_eq!(t.source, "s.*.*");
+        assert!(t.destination.contains("{{partition(4,1)}}"), "{t:?}");
+        assert_eq!(differences(&want, &s), Vec::<String>::new());
+        let plain = stream::Config {
+            subject_transform: None,
+            ..want
+        };
+        let diffs = differences(&plain, &s);
+        assert!(
+            diffs.len() == 1 && diffs[0].starts_with("`partitions`"),
+            "{diffs:?}"
+        );
+    }
 }
