@@ -7,39 +7,8 @@ use super::*;
 /// Keys the messages are spread over.
 pub(crate) const KEYS: u64 = 200;
 
-/// A fresh stream for one run, pre-filled with `n` messages whose
-/// `Order-Id` header cycles through the keys.
-async fn prefill_keyed(js: &jetstream::Context, n: u64, run: u32) -> anyhow::Result<String> {
-    let scenario = Scenario {
-        name: "keyed".into(),
-        guest: Guest::Noop,
-        payload: 128,
-        double_ack: false,
-    };
-    let stream = prefill(js, &scenario, 0, run).await?;
-    let subject = format!("bench.in.{run}");
-    let mut acks = Vec::with_capacity(1000);
-    for i in 0..n {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Order-Id", format!("k{}", i % KEYS).as_str());
-        acks.push(
-            js.publish_with_headers(subject.clone(), headers, payload(&scenario, i).into())
-                .await?,
-        );
-        if acks.len() == 1000 {
-            for a in acks.drain(..) {
-                a.await?;
-            }
-        }
-    }
-    for a in acks {
-        a.await?;
-    }
-    Ok(stream)
-}
-
-/// Drains `n` keyed messages with Wharf (`extra` added to the handler)
-/// and measures it as `run_side` does.
+/// Drains `n` messages keyed over `KEYS` with Wharf (`extra` added to the
+/// handler) and measures it as `run_side` does.
 async fn run_keyed(
     server: &NatsServer,
     js: &jetstream::Context,
@@ -47,31 +16,14 @@ async fn run_keyed(
     run: u32,
     extra: &str,
 ) -> anyhow::Result<Run> {
-    let stream = prefill_keyed(js, n, run).await?;
-    let watch = AckWatch::start(&js.client(), &stream).await?;
-    reset_peak_rss();
-    let host = support::Host::start(wharf_config(
-        server,
-        &stream,
-        Guest::Noop,
-        CONCURRENCY,
-        extra,
-    ));
-    watch.wait_first().await;
-    let server_pid = server.pid().to_string();
-    let (cpu0, server_cpu0) = (cpu_us("self"), cpu_us(&server_pid));
-    let elapsed = watch.wait_for(n as usize).await;
-    let cpu = cpu_us("self") - cpu0;
-    let server_cpu = cpu_us(&server_pid) - server_cpu0;
-    host.stop().await?;
-    let rss = peak_rss_kib();
-    js.delete_stream(&stream).await?;
-    Ok(Run {
-        msgs_per_sec: n as f64 / elapsed.as_secs_f64(),
-        cpu_us_per_msg: cpu / n as f64,
-        server_cpu_us_per_msg: server_cpu / n as f64,
-        peak_rss_kib: rss,
-    })
+    let scenario = Scenario {
+        name: "keyed".into(),
+        guest: Guest::Noop,
+        payload: 128,
+        double_ack: false,
+    };
+    let stream = prefill_with(js, &scenario, n, run, Some(KEYS)).await?;
+    drain_measured(server, js, &stream, &scenario, n, Side::Wharf(extra)).await
 }
 
 /// Rounds of unordered and ordered (`order_by = "header:Order-Id"`) runs;

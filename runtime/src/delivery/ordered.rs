@@ -25,13 +25,11 @@ use crate::delivery::lease::Leases;
 use crate::delivery::order::Item;
 use crate::delivery::order_line::{self, Held, OrderLine};
 use crate::delivery::partition::bind;
+use crate::delivery::pull::{HAND_BACK_GRACE, bounded, run_finals, wait_or_stop};
 use crate::delivery::serve::serve;
-use crate::delivery::slot::{Ctx, Slot, wait_or_stop};
+use crate::delivery::slot::{Ctx, Slot};
 use crate::delivery::spread;
 use crate::delivery::stopped::Stopped;
-
-/// How long, after the drain, the host keeps handing messages back.
-const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs an ordered handler until `stop` fires, then drains.
 pub(crate) async fn run(
@@ -171,28 +169,14 @@ async fn drain(ctx: &Ctx, workers: TaskTracker, abort: CancellationToken, drain_
         .await
         .is_ok();
     if drained {
-        let finals_run = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(ctx.handler.concurrency));
-        for (key, item, _) in finals {
-            let (dispatcher, line, abort, slots) = (
-                ctx.dispatcher.clone(),
-                ctx.line.clone(),
-                abort.clone(),
-                slots.clone(),
-            );
-            finals_run.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                order_line::run(&dispatcher, &line, key, item, &abort).await
-            });
-        }
-        finals_run.close();
-        drained = tokio::time::timeout_at(deadline, finals_run.wait())
-            .await
-            .is_ok();
-        if !drained {
-            abort.cancel();
-            settled &= bounded(finals_run.wait()).await;
-        }
+        let (dispatcher, line) = (ctx.dispatcher.clone(), ctx.line.clone());
+        let run = move |(key, item, _), abort: CancellationToken| {
+            let (dispatcher, line) = (dispatcher.clone(), line.clone());
+            async move { order_line::run(&dispatcher, &line, key, item, &abort).await }
+        };
+        let (done, ok) = run_finals(finals, ctx.handler.concurrency, deadline, &abort, run).await;
+        drained = done;
+        settled &= ok;
     } else {
         settled &= hand_back(finals).await;
         abort.cancel();
@@ -237,9 +221,4 @@ async fn hand_back(items: Vec<(String, Item<Held>, bool)>) -> bool {
         }
     })
     .await
-}
-
-/// Runs `work` for at most `HAND_BACK_GRACE`; returns whether it finished.
-async fn bounded(work: impl Future<Output = ()>) -> bool {
-    tokio::time::timeout(HAND_BACK_GRACE, work).await.is_ok()
 }

@@ -15,7 +15,8 @@ use crate::delivery::binding::{self, BindError, GROUP, PIN_MARGIN, Seen};
 use crate::delivery::order::Item;
 use crate::delivery::order_line::Held;
 use crate::delivery::pinned::{Ended, Pinned};
-use crate::delivery::slot::{Ctx, Slot, wait_or_stop};
+use crate::delivery::pull::wait_or_stop;
+use crate::delivery::slot::{Ctx, Slot};
 use crate::delivery::stopped::first_value;
 
 /// How often a host that holds a pin renews it while it has no room to pull.

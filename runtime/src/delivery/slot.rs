@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream;
 use tokio::sync::Semaphore;
@@ -71,13 +71,5 @@ impl Ctx {
     pub(crate) fn fence(&self, slot: &Slot) {
         *slot.fenced_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.line.fence(slot.index, true);
-    }
-}
-
-/// Sleeps, unless `stop` fires first; returns whether it did.
-pub(crate) async fn wait_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
     }
 }
