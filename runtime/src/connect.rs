@@ -16,6 +16,22 @@ use crate::config::Connection;
 /// again soon during an election.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The first server with stream subject transforms (partitions).
+pub(crate) const SUBJECT_TRANSFORMS: (u32, u32) = (2, 10);
+/// The first server with consumer priority groups (pinned clients).
+pub(crate) const PRIORITY_GROUPS: (u32, u32) = (2, 11);
+
+/// `(major, minor)` of the connected server's version, such as `2.9.10`.
+pub(crate) fn server_version(client: &async_nats::Client) -> (u32, u32) {
+    version(&client.server_info().version)
+}
+
+fn version(v: &str) -> (u32, u32) {
+    let mut parts = v.trim_start_matches('v').split(['.', '-']);
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
 /// What the host knows of its connection, kept current by its events.
 #[derive(Debug, Default)]
 pub(crate) struct LinkState {
@@ -148,5 +164,19 @@ fn on_event(state: &LinkState, event: Event) {
             state.closed.store(true, Ordering::Release);
             state.on_close.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_compare_by_major_and_minor() {
+        assert!(version("2.9.10") < SUBJECT_TRANSFORMS);
+        assert!(version("2.10.22") < PRIORITY_GROUPS);
+        assert!(version("2.10.22") >= SUBJECT_TRANSFORMS);
+        assert!(version("2.11.0") >= PRIORITY_GROUPS);
+        assert!(version("v2.12.0-RC.1") >= PRIORITY_GROUPS);
     }
 }

@@ -41,6 +41,10 @@ pub enum Outcome {
     /// never settled (the host crashed, was killed, or handed it back), so
     /// the guest is not run again.
     PastFinalAttempt,
+    /// In ordered mode with `key_after_dead_letter = "stop"`: an earlier
+    /// message with the same key was dead-lettered, so this one is parked
+    /// without running the guest; `reason` names the earlier message.
+    KeyStopped { reason: String },
     /// The host could not store the outputs or the dead-letter copy;
     /// `tries` failed so far. An `outage` (the server unreachable, a stream
     /// electing a leader) is tried again often, so the handler resumes soon
@@ -64,11 +68,13 @@ pub enum DeadLetterKind {
     Output,
     Crashed,
     Conflict,
+    /// Parked behind an earlier message of its key that was dead-lettered.
+    Blocked,
 }
 
 impl DeadLetterKind {
     /// Every kind, for metrics that start each at zero.
-    pub const ALL: [DeadLetterKind; 8] = [
+    pub const ALL: [DeadLetterKind; 9] = [
         DeadLetterKind::Rejected,
         DeadLetterKind::Exhausted,
         DeadLetterKind::Trap,
@@ -77,6 +83,7 @@ impl DeadLetterKind {
         DeadLetterKind::Output,
         DeadLetterKind::Crashed,
         DeadLetterKind::Conflict,
+        DeadLetterKind::Blocked,
     ];
 
     /// The header value.
@@ -90,6 +97,7 @@ impl DeadLetterKind {
             DeadLetterKind::Output => "output",
             DeadLetterKind::Crashed => "crashed",
             DeadLetterKind::Conflict => "conflict",
+            DeadLetterKind::Blocked => "blocked",
         }
     }
 }
@@ -257,6 +265,10 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
                  delivery never settled (the host crashed, was killed, or handed the message back \
                  at shutdown), or max_attempts was lowered since, so the handler was not run again"
             ),
+        },
+        Outcome::KeyStopped { reason } => Action::DeadLetter {
+            kind: DeadLetterKind::Blocked,
+            reason,
         },
         Outcome::HostFailed { tries, outage } => Action::RetryStep {
             delay: HOST_RETRY_FIRST

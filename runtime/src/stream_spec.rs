@@ -51,8 +51,19 @@ pub(crate) fn desired(s: &StreamConfig) -> stream::Config {
 /// `have` with every declared setting set as the config says, and every
 /// other one (a description, sources, compression, …) left as it is.
 pub(crate) fn updated(have: stream::Config, s: &StreamConfig) -> stream::Config {
+    let (subjects, subject_transform) = match s.partitioned() {
+        Some(((source, destination), stored)) => (
+            stored,
+            Some(stream::SubjectTransform {
+                source,
+                destination,
+            }),
+        ),
+        None => (s.subjects.clone(), None),
+    };
     stream::Config {
-        subjects: s.subjects.clone(),
+        subjects,
+        subject_transform,
         storage: storage(s.storage),
         num_replicas: s.replicas,
         retention: retention(s.retention),
@@ -112,6 +123,15 @@ pub(crate) fn differences(have: &stream::Config, s: &StreamConfig) -> Vec<String
         "subjects",
         subjects(&have.subjects),
         subjects(&want.subjects),
+    );
+    let transform = |t: &Option<stream::SubjectTransform>| match t {
+        Some(t) => format!("\"{}\" → \"{}\"", t.source, t.destination),
+        None => "none".into(),
+    };
+    differ(
+        "partitions",
+        transform(&have.subject_transform),
+        transform(&want.subject_transform),
     );
     differ(
         "storage",
@@ -239,5 +259,35 @@ mod tests {
         let fixed = updated(have, &s);
         assert_eq!(differences(&fixed, &s), Vec::<String>::new());
         assert_eq!(fixed.description.as_deref(), Some("kept"));
+    }
+
+    /// A partitioned stream is created with its subject transform and the
+    /// partitioned form of its subject; one without the transform differs
+    /// in `partitions`.
+    #[test]
+    fn a_partitioned_stream_has_its_transform() {
+        let text = "[[stream]]\nname = \"S\"\nsubjects = [\"s.*.*\"]\npartitions = 4\n\
+                    partition_by = \"subject:2\"\n\
+                    [[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"S\"\n\
+                    dead_letter = \"dlq.h\"\n";
+        let s = Config::parse(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .streams
+            .remove(0);
+        let want = desired(&s);
+        assert_eq!(want.subjects, ["s.*.*", "s.*.*.*"]);
+        let t = want.subject_transform.clone().expect("a transform");
+        assert_eq!(t.source, "s.*.*");
+        assert!(t.destination.contains("{{partition(4,1)}}"), "{t:?}");
+        assert_eq!(differences(&want, &s), Vec::<String>::new());
+        let plain = stream::Config {
+            subject_transform: None,
+            ..want
+        };
+        let diffs = differences(&plain, &s);
+        assert!(
+            diffs.len() == 1 && diffs[0].starts_with("`partitions`"),
+            "{diffs:?}"
+        );
     }
 }

@@ -22,6 +22,8 @@ mod integrity;
 mod layout;
 mod no_std;
 mod operations;
+mod order;
+mod order_state;
 mod outputs;
 mod policy;
 mod reasons;

@@ -129,16 +129,23 @@ async fn counters_count_each_message_once() {
 /// dead-lettered or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_on_a_hot_key_run_again_on_fresh_state() {
-    let (_server, js, mut config) = state_bed("concurrency = 16").await;
+    let (_server, js, config) = state_bed("concurrency = 16").await;
+    publish_counts(&js, 1, 150).await;
+    run_with_conflicts(&js, config, 150).await;
+}
+
+/// Runs `config` until its input is drained, then checks that conflicts
+/// happened, nothing was dead-lettered, and the counter books of `total`
+/// messages hold.
+pub async fn run_with_conflicts(js: &jetstream::Context, mut config: Config, total: u64) {
     let port = free_port();
     config.runtime.metrics_addr = Some(([127, 0, 0, 1], port).into());
-    publish_counts(&js, 1, 150).await;
     let host = Host::start(config);
-    wait_drained(&js, "IN", "test").await;
+    wait_drained(js, "IN", "test").await;
     let (_, metrics) = http_get(port, "/metrics").await.expect("metrics");
     host.stop().await.unwrap();
-    assert_eq!(count(&js, "DLQ").await, 0);
-    assert_counter_books(&js, 150).await;
+    assert_eq!(count(js, "DLQ").await, 0);
+    assert_counter_books(js, total).await;
     let reruns = sample(
         &metrics,
         "wharf_conflict_reruns_total",

@@ -9,7 +9,8 @@
 //! nats-server (the two share the machine's cores) and peak RSS; medians
 //! over the rounds, with min–max. It also times the per-delivery
 //! host work without NATS (instantiate, call) and measures peak RSS with
-//! 1,000 deliveries in flight. The last line is one JSON object.
+//! 1,000 deliveries in flight, and compares ordered mode (200 keys) with
+//! the same host unordered. The last line is one JSON object.
 
 #[allow(dead_code)]
 #[path = "../../../tests/it/support.rs"]
@@ -17,6 +18,7 @@ mod support;
 
 mod measure;
 mod native;
+mod ordered;
 mod report;
 mod scenarios;
 mod state;
@@ -283,6 +285,20 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         }));
     }
 
+    // Ordered mode against unordered, on the same host and guest.
+    let ordered = if only.as_deref().is_none_or(|o| o == "noop-128B-200-keys") {
+        ordered::compare(
+            &server,
+            &js,
+            settings.messages,
+            settings.rounds,
+            &mut run_id,
+        )
+        .await?
+    } else {
+        serde_json::Value::Null
+    };
+
     let iterations = if quick { 2_000 } else { 10_000 };
     let per_delivery = per_delivery_cost(Guest::Noop, iterations).await?;
     let per_delivery_no_std = per_delivery_cost(Guest::NoopNoStd, iterations).await?;
@@ -321,6 +337,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "rounds": settings.rounds,
             "concurrency": CONCURRENCY,
             "scenarios": report,
+            "ordered": ordered,
             "instantiate_us": per_delivery.0,
             "call_us": per_delivery.1,
             "instantiate_no_std_us": per_delivery_no_std.0,

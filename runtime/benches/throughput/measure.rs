@@ -179,10 +179,23 @@ pub(crate) async fn run_side(
     side: Side<'_>,
 ) -> anyhow::Result<Run> {
     let stream = prefill(js, scenario, n, run).await?;
+    drain_measured(server, js, &stream, scenario, n, side).await
+}
+
+/// Drains the `n` messages of `stream` with one side, measures it, and
+/// deletes the stream.
+pub(crate) async fn drain_measured(
+    server: &NatsServer,
+    js: &jetstream::Context,
+    stream: &str,
+    scenario: &Scenario,
+    n: u64,
+    side: Side<'_>,
+) -> anyhow::Result<Run> {
     let client = js.client();
-    let watch = AckWatch::start(&client, &stream).await?;
+    let watch = AckWatch::start(&client, stream).await?;
     reset_peak_rss();
-    let running = Running::start(side, server, js, &stream, scenario);
+    let running = Running::start(side, server, js, stream, scenario);
     watch.wait_first().await;
     let server_pid = server.pid().to_string();
     let cpu0 = cpu_us("self");
@@ -192,7 +205,7 @@ pub(crate) async fn run_side(
     let server_cpu = cpu_us(&server_pid) - server_cpu0;
     running.stop().await?;
     let rss = peak_rss_kib();
-    js.delete_stream(&stream).await?;
+    js.delete_stream(stream).await?;
     Ok(Run {
         msgs_per_sec: n as f64 / elapsed.as_secs_f64(),
         cpu_us_per_msg: cpu / n as f64,

@@ -92,6 +92,18 @@ pub(crate) async fn prefill(
     n: u64,
     run: u32,
 ) -> anyhow::Result<String> {
+    prefill_with(js, scenario, n, run, None).await
+}
+
+/// `prefill`; with `keys`, each message has an `Order-Id` header cycling
+/// through that many keys.
+pub(crate) async fn prefill_with(
+    js: &jetstream::Context,
+    scenario: &Scenario,
+    n: u64,
+    run: u32,
+    keys: Option<u64>,
+) -> anyhow::Result<String> {
     let name = format!("BENCH_{run}");
     let subject = format!("bench.in.{run}");
     js.create_stream(jetstream::stream::Config {
@@ -102,10 +114,16 @@ pub(crate) async fn prefill(
     .await?;
     let mut acks = Vec::with_capacity(1000);
     for i in 0..n {
-        acks.push(
-            js.publish(subject.clone(), payload(scenario, i).into())
-                .await?,
-        );
+        let body = payload(scenario, i).into();
+        acks.push(match keys {
+            Some(keys) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Order-Id", format!("k{}", i % keys).as_str());
+                js.publish_with_headers(subject.clone(), headers, body)
+                    .await?
+            }
+            None => js.publish(subject.clone(), body).await?,
+        });
         if acks.len() == 1000 {
             for a in acks.drain(..) {
                 a.await?;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::compat::{CompatConfig, RawCompat};
 use super::kv::KvConfig;
+use super::order::{AfterDeadLetter, OrderBy};
 use super::units::{DurationText, SizeText, is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
 use crate::subject::{self, AllowList};
@@ -81,6 +82,14 @@ pub struct HandlerConfig {
     /// Whether a consumer deleted while the host runs is created again (from
     /// the start of the stream) instead of stopping the handler.
     pub recreate_consumer: bool,
+    /// Ordered mode: where each message's key comes from. A message starts
+    /// only after the previous one with its key has settled.
+    pub order_by: Option<OrderBy>,
+    /// Ordered mode: what a key does after one of its messages is dead-lettered.
+    pub key_after_dead_letter: AfterDeadLetter,
+    /// Ordered mode without consumer priority groups (servers before 2.11):
+    /// the operator runs this handler on one host only.
+    pub single_host: bool,
     /// The key-value buckets the guest may reach, and the limits on writes.
     pub kv: KvConfig,
     /// Settings for a component written for another host's world.
@@ -120,6 +129,9 @@ pub(super) struct RawHandler {
     isolation: Option<String>,
     reuse_deliveries: Option<u32>,
     recreate_consumer: Option<bool>,
+    order_by: Option<String>,
+    key_after_dead_letter: Option<String>,
+    single_host: Option<bool>,
     #[serde(default)]
     kv: BTreeMap<String, String>,
     max_kv_writes: Option<usize>,
@@ -158,6 +170,13 @@ pub(super) fn validate(
     h: RawHandler,
     resolve: impl Fn(PathBuf) -> PathBuf,
 ) -> Result<HandlerConfig, ConfigError> {
+    let (order_by, key_after_dead_letter, single_host) = super::order::settings(
+        site,
+        h.order_by.as_deref(),
+        h.key_after_dead_letter.as_deref(),
+        h.single_host,
+        h.dead_letter.is_some(),
+    );
     let stream = h.stream;
     if !is_valid_name(&stream) {
         site.report("stream", format!("\"{stream}\" is not a valid stream name"));
@@ -284,6 +303,9 @@ pub(super) fn validate(
         values: h.config,
         isolation,
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
+        order_by,
+        key_after_dead_letter,
+        single_host,
         kv: super::kv::validate(site, h.kv, h.max_kv_writes, h.max_kv_write_bytes.as_deref()),
         compat,
         name: h.name,
@@ -316,6 +338,15 @@ impl HandlerConfig {
         }
         if self.recreate_consumer != other.recreate_consumer {
             changed.push("recreate_consumer");
+        }
+        if self.order_by != other.order_by {
+            changed.push("order_by");
+        }
+        if self.key_after_dead_letter != other.key_after_dead_letter {
+            changed.push("key_after_dead_letter");
+        }
+        if self.single_host != other.single_host {
+            changed.push("single_host");
         }
         // Buckets are opened, and the effects stream found, at start-up.
         if self.kv.buckets != other.kv.buckets {

@@ -15,6 +15,7 @@ mod connection;
 mod fields;
 mod handler;
 mod kv;
+mod order;
 mod site;
 mod stream;
 mod units;
@@ -31,6 +32,7 @@ pub use compat::{CompatConfig, OnError};
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
 pub use kv::{KvConfig, KvMode, is_valid_bucket};
+pub use order::{AfterDeadLetter, MAX_PARTITIONS, OrderBy, Partitioning};
 pub use stream::{Discard, Retention, Storage, StreamConfig};
 pub use units::{mib, parse_duration, parse_size};
 

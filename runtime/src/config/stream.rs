@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::order::{MAX_PARTITIONS, OrderBy, Partitioning};
 use super::units::{DurationText, SizeText, parse_long_duration, parse_size};
 use super::{HandlerConfig, Site, defaults, units};
 use crate::subject;
@@ -37,6 +38,21 @@ pub struct StreamConfig {
     /// The window in which JetStream drops a repeated `Nats-Msg-Id`; it bounds
     /// how late a redelivery may be and still not duplicate its outputs.
     pub duplicate_window: Duration,
+    /// Split into partitions, for ordered handlers on several hosts.
+    pub partitions: Option<Partitioning>,
+}
+
+impl StreamConfig {
+    /// The subject transform a partitioned stream is created with, and the
+    /// subjects it stores: the declared one, and the same with the
+    /// partition token, so that a dead-letter replay (to the stored
+    /// subject) lands in the same partition.
+    pub fn partitioned(&self) -> Option<((String, String), Vec<String>)> {
+        let p = self.partitions.as_ref()?;
+        let transform = p.transform(&self.subjects[0]).ok()?;
+        let stored = vec![self.subjects[0].clone(), format!("{}.*", self.subjects[0])];
+        Some((transform, stored))
+    }
 }
 
 /// Where a stream keeps its messages.
@@ -75,6 +91,8 @@ pub(super) struct RawStream {
     max_msg_size: Option<SizeText>,
     discard: Option<String>,
     duplicate_window: Option<DurationText>,
+    partitions: Option<u32>,
+    partition_by: Option<String>,
 }
 
 impl RawStream {
@@ -152,7 +170,9 @@ pub(super) fn validate(site: &Site<'_>, s: RawStream) -> Option<StreamConfig> {
     if s.max_msgs == Some(0) || s.max_msgs.is_some_and(|n| n > i64::MAX as u64) {
         site.report("max_msgs", "must be at least 1 when set");
     }
+    let partitions = partitioning(site, &s);
     Some(StreamConfig {
+        partitions,
         storage: choice(
             site,
             "storage",
@@ -184,6 +204,43 @@ pub(super) fn validate(site: &Site<'_>, s: RawStream) -> Option<StreamConfig> {
         name: s.name,
         subjects: s.subjects,
     })
+}
+
+/// `partitions` and `partition_by`: one subject with `*` tokens, split by
+/// the tokens `partition_by` names (all of them by default).
+fn partitioning(site: &Site<'_>, s: &RawStream) -> Option<Partitioning> {
+    let Some(count) = s.partitions else {
+        if s.partition_by.is_some() {
+            site.report("partition_by", "only applies with partitions");
+        }
+        return None;
+    };
+    if !(1..=MAX_PARTITIONS).contains(&count) {
+        site.report(
+            "partitions",
+            format!("must be between 1 and {MAX_PARTITIONS}"),
+        );
+        return None;
+    }
+    let by = match s.partition_by.as_deref() {
+        None => OrderBy::Subject,
+        Some(by) => OrderBy::parse(by)
+            .map_err(|e| site.report("partition_by", e))
+            .ok()?,
+    };
+    if s.subjects.len() != 1 {
+        site.report(
+            "subjects",
+            "a partitioned stream takes one subject pattern (its messages are stored under \
+             it plus a partition token)",
+        );
+        return None;
+    }
+    let p = Partitioning { count, by };
+    p.transform(&s.subjects[0])
+        .map_err(|e| site.report("partition_by", e))
+        .ok()?;
+    Some(p)
 }
 
 /// Two declared streams may not store the same subject: the server would

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
+use async_nats::jetstream::consumer::{
+    AckPolicy, DeliverPolicy, PriorityPolicy, PullConsumer, ReplayPolicy, pull,
+};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{ConsumerCreateStrictErrorKind, RetentionPolicy};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
@@ -21,6 +23,9 @@ use crate::config::HandlerConfig;
 use crate::effects::classify::stored_by;
 use crate::problems::Problems;
 use crate::subject;
+
+/// The one priority group of an ordered handler's consumers.
+pub(crate) const GROUP: &str = "wharf";
 
 /// How long one pull request waits for messages. It bounds how long an idle
 /// handler takes to notice shutdown, at the cost of one request per period.
@@ -43,8 +48,21 @@ impl BindError {
     }
 }
 
+/// How much longer than `ack_wait` an ordered consumer's pin outlives its
+/// host's last request: when a host dies, the pin moves only after every
+/// message it held has passed its ack deadline and waits for redelivery,
+/// so the next host gets those first.
+pub(crate) const PIN_MARGIN: Duration = Duration::from_secs(3);
+
+/// Whether the handler's consumers pin one host at a time (ordered mode,
+/// unless `single_host`).
+pub(crate) fn pinned(handler: &HandlerConfig) -> bool {
+    handler.order_by.is_some() && !handler.single_host
+}
+
 /// The consumer settings Wharf needs for `handler`.
 pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
+    let pinned = pinned(handler);
     pull::Config {
         durable_name: Some(handler.consumer.clone()),
         description: Some(format!("wharf handler \"{}\"", handler.name)),
@@ -56,6 +74,21 @@ pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
         max_deliver: -1,
         filter_subject: handler.filter_subject.clone().unwrap_or_default(),
         max_ack_pending: max_ack_pending(handler),
+        priority_policy: if pinned {
+            PriorityPolicy::PinnedClient
+        } else {
+            PriorityPolicy::None
+        },
+        priority_groups: if pinned {
+            vec![GROUP.to_string()]
+        } else {
+            Vec::new()
+        },
+        priority_timeout: if pinned {
+            handler.ack_wait + PIN_MARGIN
+        } else {
+            Duration::ZERO
+        },
         ..Default::default()
     }
 }
@@ -250,6 +283,28 @@ pub(crate) fn differences(
             "max_expires is {}, below the {} a pull waits",
             humantime::format_duration(have.max_expires),
             humantime::format_duration(PULL_EXPIRES)
+        ));
+    }
+    if have.priority_policy != want.priority_policy || have.priority_groups != want.priority_groups
+    {
+        diffs.push(format!(
+            "its priority policy is {:?} with groups {:?}; {}",
+            have.priority_policy,
+            have.priority_groups,
+            if want.priority_policy == PriorityPolicy::PinnedClient {
+                "ordered mode needs pinned_client with the group \"wharf\""
+            } else {
+                "Wharf needs none"
+            }
+        ));
+    } else if want.priority_policy == PriorityPolicy::PinnedClient
+        && have.priority_timeout != want.priority_timeout
+    {
+        diffs.push(format!(
+            "priority_timeout is {}, ordered mode needs {} (ack_wait + {})",
+            humantime::format_duration(have.priority_timeout),
+            humantime::format_duration(want.priority_timeout),
+            humantime::format_duration(PIN_MARGIN)
         ));
     }
     if !have.inactive_threshold.is_zero() {

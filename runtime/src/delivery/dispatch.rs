@@ -33,7 +33,10 @@ impl Dispatcher {
                 return Settled::Abandoned;
             }
         };
-        let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        // In ordered mode a retry runs again in place, within one delivery.
+        let attempt = u32::try_from(info.delivered.max(1))
+            .unwrap_or(u32::MAX)
+            .saturating_add(lease.retries_in_place());
         let header = |name: &str| {
             msg.headers
                 .as_ref()
@@ -83,6 +86,7 @@ impl Dispatcher {
                     .unwrap_or(0),
             },
         };
+        let mut stopped = lease.stopped_key().map(str::to_owned);
         async move {
             let pulled = lease.pulled();
             let mut lease = lease;
@@ -107,6 +111,13 @@ impl Dispatcher {
                         debug!("an earlier delivery applied this message's effects and was acked");
                         (Outcome::Ok, Effects::Done)
                     }
+                    // Parked behind its stopped key (ordered mode): not run.
+                    Found::Nothing if stopped.is_some() => (
+                        Outcome::KeyStopped {
+                            reason: stopped.take().unwrap_or_default(),
+                        },
+                        Effects::Outputs(Vec::new()),
+                    ),
                     Found::Nothing if attempt > handler.max_attempts => {
                         (Outcome::PastFinalAttempt, Effects::Outputs(Vec::new()))
                     }

@@ -3,6 +3,15 @@
 //! task per handler sends in-progress acks (`+WPI`) for every held message,
 //! whether it waits in line, runs, or waits for its outputs or dead-letter
 //! copy to be stored, so its `ack_wait` never runs out underneath it.
+//!
+//! In ordered mode every held message gets one in each round, in stream
+//! order, and a message pulled behind a later one (a redelivery), or
+//! delivered before a round that it missed (still on its way), is
+//! refreshed at once with the ones after it: the ack deadlines of the held
+//! messages follow the stream's order, so that if the host dies,
+//! JetStream's redeliveries (which follow the deadlines) come back in
+//! stream order too. And a nak does not go to the server: the lease goes back to the
+//! per-key line, which runs the message again in place (`order.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use async_nats::jetstream::{self, AckKind};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -26,41 +36,84 @@ pub(crate) struct Leases {
     /// a whole `ack_wait`.
     sending: tokio::sync::Mutex<()>,
     next: AtomicU64,
+    /// Ordered mode: every round refreshes every held message, in stream order.
+    in_order: bool,
+    /// When the last round of in-progress acks began.
+    last_round: Mutex<Option<Instant>>,
 }
 
 struct Held {
     reply: Subject,
     since: Instant,
+    /// The message's stream sequence, for rounds in stream order.
+    sequence: u64,
 }
 
 impl Leases {
     pub(crate) fn new(client: async_nats::Client, ack_wait: Duration) -> Arc<Leases> {
+        Leases::with(client, ack_wait, false)
+    }
+
+    /// Leases for ordered mode: each round refreshes every held message in
+    /// stream order, so their ack deadlines follow the stream's order.
+    pub(crate) fn in_order(client: async_nats::Client, ack_wait: Duration) -> Arc<Leases> {
+        Leases::with(client, ack_wait, true)
+    }
+
+    fn with(client: async_nats::Client, ack_wait: Duration, in_order: bool) -> Arc<Leases> {
         Arc::new(Leases {
             client,
             every: ack_wait / 3,
             held: Mutex::default(),
             sending: tokio::sync::Mutex::default(),
             next: AtomicU64::new(0),
+            in_order,
+            last_round: Mutex::new(None),
         })
     }
 
     /// Takes a lease on a pulled message; `None` for a message that cannot
     /// be settled (no reply subject: not from JetStream).
     pub(crate) fn hold(self: &Arc<Leases>, msg: jetstream::Message) -> Option<Lease> {
+        self.hold_asked(msg, Instant::now())
+    }
+
+    /// `hold` for a message pulled by a request sent at `asked`.
+    pub(crate) fn hold_asked(
+        self: &Arc<Leases>,
+        msg: jetstream::Message,
+        asked: Instant,
+    ) -> Option<Lease> {
         let reply = msg.reply.clone()?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            id,
-            Held {
-                reply,
-                since: Instant::now(),
-            },
-        );
+        let sequence = msg.info().map_or(0, |i| i.stream_sequence);
+        let behind = {
+            let mut held = self.lock();
+            let missed = self
+                .last_round
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|r| r >= asked);
+            let behind = self.in_order && (missed || held.values().any(|h| h.sequence > sequence));
+            held.insert(
+                id,
+                Held {
+                    reply,
+                    since: Instant::now(),
+                    sequence,
+                },
+            );
+            behind
+        };
+        if behind {
+            tokio::spawn(self.clone().refresh_after(sequence));
+        }
         Some(Lease {
             id,
             leases: self.clone(),
             msg,
             pulled: Instant::now(),
+            in_order: None,
         })
     }
 
@@ -71,6 +124,25 @@ impl Leases {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends an in-progress ack for the held message `sequence` and every
+    /// one after it, in stream order, so that their ack deadlines stay
+    /// behind those of the messages before it.
+    async fn refresh_after(self: Arc<Leases>, sequence: u64) {
+        let _turn = self.sending.lock().await;
+        let mut due: Vec<(u64, Subject)> = self
+            .lock()
+            .values()
+            .filter(|h| h.sequence >= sequence)
+            .map(|h| (h.sequence, h.reply.clone()))
+            .collect();
+        due.sort_unstable_by_key(|(sequence, _)| *sequence);
+        for (_, reply) in due {
+            if let Err(e) = self.client.publish(reply, AckKind::Progress.into()).await {
+                debug!(error = %e, "in-progress ack failed");
+            }
+        }
     }
 
     /// Sends in-progress acks until `stop` fires: every third of `ack_wait`,
@@ -86,13 +158,19 @@ impl Leases {
                 _ = pulse.tick() => {}
             }
             let _turn = self.sending.lock().await;
+            *self.last_round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             let due: Vec<Subject> = {
                 let now = Instant::now();
-                self.lock()
+                let held = self.lock();
+                let mut due: Vec<(u64, Subject)> = held
                     .values()
-                    .filter(|h| now.duration_since(h.since) >= self.every)
-                    .map(|h| h.reply.clone())
-                    .collect()
+                    .filter(|h| self.in_order || now.duration_since(h.since) >= self.every)
+                    .map(|h| (h.sequence, h.reply.clone()))
+                    .collect();
+                if self.in_order {
+                    due.sort_unstable_by_key(|(sequence, _)| *sequence);
+                }
+                due.into_iter().map(|(_, reply)| reply).collect()
             };
             for reply in due {
                 if let Err(e) = self.client.publish(reply, AckKind::Progress.into()).await {
@@ -110,6 +188,21 @@ pub(crate) struct Lease {
     leases: Arc<Leases>,
     msg: jetstream::Message,
     pulled: Instant,
+    /// Set by ordered mode's line.
+    in_order: Option<InOrder>,
+}
+
+/// What ordered mode's line attaches to a lease.
+#[derive(Default)]
+pub(crate) struct InOrder {
+    /// Retries in place so far in this delivery: the attempt is JetStream's
+    /// delivery count plus these.
+    pub retries: u32,
+    /// Where a nak sends the lease back, for a retry in place after the
+    /// delay; the message stays held meanwhile.
+    pub retry: Option<oneshot::Sender<(Lease, Duration)>>,
+    /// Set for a message parked behind its stopped key: why.
+    pub stopped: Option<String>,
 }
 
 impl Lease {
@@ -132,10 +225,32 @@ impl Lease {
         }
     }
 
-    /// Asks for redelivery after `delay`.
-    pub(crate) async fn nak(self, delay: Duration) -> Result<(), async_nats::Error> {
+    /// Asks for redelivery after `delay`; in ordered mode, goes back to the
+    /// per-key line instead, still held, to run again in place after `delay`.
+    pub(crate) async fn nak(mut self, delay: Duration) -> Result<(), async_nats::Error> {
+        if let Some(back) = self.in_order.as_mut().and_then(|o| o.retry.take()) {
+            // If the line is gone (shutdown), dropping the lease leaves the
+            // message to `ack_wait`.
+            let _ = back.send((self, delay));
+            return Ok(());
+        }
         self.end().await;
         self.msg.ack_with(AckKind::Nak(Some(delay))).await
+    }
+
+    /// Ordered mode's state on this lease.
+    pub(crate) fn in_order(&mut self) -> &mut InOrder {
+        self.in_order.get_or_insert_with(InOrder::default)
+    }
+
+    /// Retries in place so far (ordered mode), added to the delivery count.
+    pub(crate) fn retries_in_place(&self) -> u32 {
+        self.in_order.as_ref().map_or(0, |o| o.retries)
+    }
+
+    /// Why the message is parked behind its stopped key, if it is.
+    pub(crate) fn stopped_key(&self) -> Option<&str> {
+        self.in_order.as_ref().and_then(|o| o.stopped.as_deref())
     }
 
     /// Ends the message for good (after its dead-letter copy was stored).

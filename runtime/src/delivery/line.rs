@@ -13,6 +13,7 @@ use tracing::error;
 
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::lease::Lease;
+use crate::settle::Settled;
 use crate::telemetry::HandlerStatus;
 
 /// A pulled message waiting for a free slot, holding its place in the bound.
@@ -97,8 +98,20 @@ pub(crate) async fn run(
     waiting: Waiting,
     abort: &CancellationToken,
 ) {
-    status.running.fetch_add(1, Ordering::Relaxed);
     let Waiting { lease, _place } = waiting;
+    deliver(dispatcher, status, lease, abort).await;
+    drop(_place);
+}
+
+/// Runs one delivery, counted as running; how it settled, or `None` when it
+/// was abandoned at `abort` (its message handed back) or panicked.
+pub(crate) async fn deliver(
+    dispatcher: &Dispatcher,
+    status: &HandlerStatus,
+    lease: Lease,
+    abort: &CancellationToken,
+) -> Option<Settled> {
+    status.running.fetch_add(1, Ordering::Relaxed);
     // The delivery owns the lease; a handle stays here to hand the message
     // back if the delivery must be abandoned.
     let hand_back = lease.handle();
@@ -106,13 +119,20 @@ pub(crate) async fn run(
     // `ack_wait`, not the handler one of its slots.
     let delivery = AssertUnwindSafe(dispatcher.deliver(lease)).catch_unwind();
     // An abort that came first wins: a delivery not started yet never starts.
-    tokio::select! {
+    let settled = tokio::select! {
         biased;
-        _ = abort.cancelled() => hand_back.hand_back().await,
-        done = delivery => if done.is_err() {
-            error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
+        _ = abort.cancelled() => {
+            hand_back.hand_back().await;
+            None
+        }
+        done = delivery => match done {
+            Ok(settled) => Some(settled),
+            Err(_) => {
+                error!(handler = %dispatcher.handler.name, "delivery panicked; ack_wait will redeliver the message");
+                None
+            }
         },
-    }
-    drop(_place);
+    };
     status.running.fetch_sub(1, Ordering::Relaxed);
+    settled
 }

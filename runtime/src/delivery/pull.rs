@@ -24,7 +24,7 @@ const PULL_GRACE: Duration = Duration::from_millis(500);
 
 /// How long, after the drain, the host keeps trying to hand back what it
 /// still holds before it gives up and leaves it to `ack_wait`.
-const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Pulls and dispatches until `stop` fires, then drains: in-flight deliveries
 /// get until `drain_timeout` to finish, and everything else (messages still
@@ -277,28 +277,15 @@ impl Puller {
             .await
             .is_ok();
         if drained {
-            let finals = TaskTracker::new();
-            let slots = Arc::new(Semaphore::new(self.handler.concurrency));
-            for waiting in last {
-                let (dispatcher, status, abort, slots) = (
-                    self.dispatcher.clone(),
-                    self.status.clone(),
-                    abort.clone(),
-                    slots.clone(),
-                );
-                finals.spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    line::run(&dispatcher, &status, waiting, &abort).await
-                });
-            }
-            finals.close();
-            drained = tokio::time::timeout_at(deadline, finals.wait())
-                .await
-                .is_ok();
-            if !drained {
-                abort.cancel();
-                settled &= bounded(finals.wait()).await;
-            }
+            let (dispatcher, status) = (self.dispatcher.clone(), self.status.clone());
+            let run = move |waiting, abort: CancellationToken| {
+                let (dispatcher, status) = (dispatcher.clone(), status.clone());
+                async move { line::run(&dispatcher, &status, waiting, &abort).await }
+            };
+            let finals = run_finals(last, self.handler.concurrency, deadline, &abort, run);
+            let (done, ok) = finals.await;
+            drained = done;
+            settled &= ok;
         } else {
             // Out of time: what waits for its final attempt goes back too.
             settled &= bounded(async {
@@ -360,13 +347,49 @@ async fn watch_consumer(
     }
 }
 
+/// Runs the messages of a drain that wait for their final attempt, at most
+/// `concurrency` at once, until `deadline`; past it, aborts them (their
+/// messages are handed back). Returns whether they finished in time, and
+/// whether every abort settled.
+pub(crate) async fn run_finals<T, F, Fut>(
+    items: Vec<T>,
+    concurrency: usize,
+    deadline: tokio::time::Instant,
+    abort: &CancellationToken,
+    run: F,
+) -> (bool, bool)
+where
+    T: Send + 'static,
+    F: Fn(T, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let finals = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    for item in items {
+        let (slots, work) = (slots.clone(), run(item, abort.clone()));
+        finals.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            work.await
+        });
+    }
+    finals.close();
+    if tokio::time::timeout_at(deadline, finals.wait())
+        .await
+        .is_ok()
+    {
+        return (true, true);
+    }
+    abort.cancel();
+    (false, bounded(finals.wait()).await)
+}
+
 /// Runs `work` for at most `HAND_BACK_GRACE`; returns whether it finished.
-async fn bounded(work: impl Future<Output = ()>) -> bool {
+pub(crate) async fn bounded(work: impl Future<Output = ()>) -> bool {
     tokio::time::timeout(HAND_BACK_GRACE, work).await.is_ok()
 }
 
 /// Sleeps, unless `stop` fires first; returns whether it did.
-async fn wait_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
+pub(crate) async fn wait_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,

@@ -11,6 +11,7 @@ use std::io::Write;
 use async_nats::jetstream;
 
 use crate::config::{Config, Connection};
+use crate::connect::{SUBJECT_TRANSFORMS, server_version};
 use crate::delivery::binding::{self, BindError};
 use crate::problems::Problems;
 use crate::stream_spec::{self, Found};
@@ -55,6 +56,15 @@ pub(crate) async fn declared(
 ) -> anyhow::Result<()> {
     for s in &config.streams {
         let name = &s.name;
+        if s.partitions.is_some() && server_version(&js.client()) < SUBJECT_TRANSFORMS {
+            problems.push(format!(
+                "stream \"{name}\": field `partitions`: nats-server {} has no subject transforms \
+                 (they need 2.10 or later, and ordered mode on several hosts 2.11), so the \
+                 stream cannot be partitioned; remove `partitions`",
+                js.client().server_info().version
+            ));
+            continue;
+        }
         match stream_spec::find(js, s).await? {
             Found::Missing => match js.create_stream(stream_spec::desired(s)).await {
                 Ok(_) => writeln!(

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::connect;
 use crate::delivery::binding::{self, BindError, Seen};
 use crate::delivery::dispatcher::Dispatcher;
-use crate::delivery::pull;
+use crate::delivery::{ordered, partition, pull};
 use crate::problems::Problems;
 use crate::sandbox::engine;
 use crate::sandbox::engine::Kind;
@@ -169,6 +169,11 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<Vec<Checked>> 
             binding::subjects(&js, handler).await
         {
             problems.add(e);
+        } else if handler.order_by.is_some()
+            && let Err(BindError::Config(e) | BindError::Unavailable(e)) =
+                partition::plan(&js, handler).await
+        {
+            problems.add(e);
         }
     }
     if let Err(BindError::Config(e) | BindError::Unavailable(e)) =
@@ -252,13 +257,12 @@ pub(crate) async fn run_serving(
             "handler running"
         );
         let name = handler.name.clone();
-        let run = pull::run(
-            dispatcher,
-            api.clone(),
-            stop.clone(),
-            config.runtime.drain_timeout,
-        );
-        loops.spawn(async move { (name, run.await) });
+        let (api, stop, drain) = (api.clone(), stop.clone(), config.runtime.drain_timeout);
+        if handler.order_by.is_some() {
+            loops.spawn(async move { (name, ordered::run(dispatcher, api, stop, drain).await) });
+        } else {
+            loops.spawn(async move { (name, pull::run(dispatcher, api, stop, drain).await) });
+        }
     }
     // Reloads compare against the file as written, without the command
     // line's overrides; a config that did not come from a file cannot reload.
@@ -377,8 +381,16 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     problems.clone().into_result()?;
     for loaded in &prepared.loaded {
         let handler = loaded.guest.handler();
-        let bound = answered(config, deadline, &handler.name, || {
-            binding::consumer(&api, handler, Seen::First)
+        let bound = answered(config, deadline, &handler.name, || async {
+            if handler.order_by.is_some() {
+                partition::bind(&api, handler, Seen::First)
+                    .await
+                    .map(|_| ())
+            } else {
+                binding::consumer(&api, handler, Seen::First)
+                    .await
+                    .map(|_| ())
+            }
         });
         if let Err(e) = bound.await? {
             problems.add(e);

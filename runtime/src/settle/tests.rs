@@ -138,6 +138,23 @@ fn every_row_of_the_settlement_table() {
                  again",
             ),
         ),
+        // A message parked behind its stopped key is dead-lettered as blocked, on any attempt.
+        (
+            Outcome::KeyStopped {
+                reason: "key stopped".into(),
+            },
+            1,
+            3,
+            dl(DeadLetterKind::Blocked, "key stopped"),
+        ),
+        (
+            Outcome::KeyStopped {
+                reason: "key stopped".into(),
+            },
+            4,
+            3,
+            dl(DeadLetterKind::Blocked, "key stopped"),
+        ),
         // Host-side failures keep the message, backing off exponentially up to a cap.
         (
             Outcome::HostFailed {

@@ -110,17 +110,17 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
     )
 }
 
-fn verdict(result: Result<(), String>) -> (StatusCode, String) {
+fn verdict(result: Result<String, String>) -> (StatusCode, String) {
     match result {
-        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Ok(detail) => (StatusCode::OK, format!("ok\n{detail}")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
 async fn healthz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    verdict(t.health())
+    verdict(t.health().map(|()| String::new()))
 }
 
 async fn readyz(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
-    verdict(t.readiness())
+    verdict(t.readiness().map(|()| t.detail()))
 }

@@ -238,6 +238,29 @@ impl Telemetry {
         }
     }
 
+    /// What ordered handlers are doing, one line each, for `/readyz`.
+    pub(crate) fn detail(&self) -> String {
+        let mut out = String::new();
+        for h in &self.handlers {
+            let Some(order) = &h.order else { continue };
+            let now = order.now();
+            let served: Vec<String> = now.served.iter().map(u32::to_string).collect();
+            let partitions = match now.partitions {
+                Some(n) => format!("serving partitions [{}] of {n}", served.join(", ")),
+                None if now.served.is_empty() => "on standby".to_string(),
+                None => "serving the stream".to_string(),
+            };
+            out.push_str(&format!(
+                "handler {}: ordered, {partitions}; {} keys waiting, longest {:.1}s; {} keys stopped\n",
+                h.name,
+                now.keys_waiting,
+                now.longest_wait.as_secs_f64(),
+                now.keys_stopped,
+            ));
+        }
+        out
+    }
+
     /// `Ok` when connected, every consumer is bound and the host is not
     /// shutting down; otherwise why not.
     pub(crate) fn readiness(&self) -> Result<(), String> {

@@ -3,8 +3,9 @@
 //! with the build's identity.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -44,6 +45,52 @@ pub(crate) struct HandlerStatus {
     pub recount: tokio::sync::Notify,
     /// How many times the counts were read; a scrape waits for it to move.
     pub counted: tokio::sync::watch::Sender<u64>,
+    /// Ordered mode's state, for an ordered handler.
+    pub order: Option<OrderStatus>,
+}
+
+/// An ordered handler's state, kept by its watch task.
+#[derive(Debug, Default)]
+pub(crate) struct OrderStatus {
+    now: Mutex<OrderNow>,
+}
+
+/// What an ordered handler is doing now.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OrderNow {
+    /// Keys with a message waiting behind an earlier one of the key.
+    pub keys_waiting: usize,
+    /// The longest such wait.
+    pub longest_wait: Duration,
+    /// Keys stopped after a dead-letter (`key_after_dead_letter = "stop"`).
+    pub keys_stopped: usize,
+    /// The stream's partitions, when it is partitioned.
+    pub partitions: Option<u32>,
+    /// The partitions this host serves (the whole stream is partition 0).
+    pub served: Vec<u32>,
+}
+
+impl OrderStatus {
+    pub(crate) fn set(
+        &self,
+        keys_waiting: usize,
+        longest_wait: Duration,
+        keys_stopped: usize,
+        partitions: Option<u32>,
+        served: Vec<u32>,
+    ) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = OrderNow {
+            keys_waiting,
+            longest_wait,
+            keys_stopped,
+            partitions,
+            served,
+        };
+    }
+
+    pub(crate) fn now(&self) -> OrderNow {
+        self.now.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl HandlerStatus {
@@ -61,6 +108,7 @@ impl HandlerStatus {
             redelivered: AtomicU64::new(0),
             recount: tokio::sync::Notify::new(),
             counted: tokio::sync::watch::Sender::new(0),
+            order: h.order_by.is_some().then(OrderStatus::default),
         }
     }
 
@@ -108,6 +156,65 @@ impl State {
         let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
         for h in &self.handlers {
             ConstGauge::new(value(h)).encode(family.encode_family(&h.labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Ordered handlers' gauges.
+    fn order(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let ordered: Vec<(&HandlerStatus, OrderNow)> = self
+            .handlers
+            .iter()
+            .filter_map(|h| h.order.as_ref().map(|o| (&**h, o.now())))
+            .collect();
+        if ordered.is_empty() {
+            return Ok(());
+        }
+        type Value = fn(&OrderNow) -> f64;
+        let gauges: [(&str, &str, Value); 4] = [
+            (
+                "wharf_order_keys_waiting",
+                "Keys with a message waiting behind an earlier one of the same key",
+                |o| o.keys_waiting as f64,
+            ),
+            (
+                "wharf_order_longest_wait_seconds",
+                "The longest time a message has waited behind an earlier one of its key",
+                |o| o.longest_wait.as_secs_f64(),
+            ),
+            (
+                "wharf_order_keys_stopped",
+                "Keys stopped after one of their messages was dead-lettered",
+                |o| o.keys_stopped as f64,
+            ),
+            (
+                "wharf_order_partitions_served",
+                "Partitions of the stream this host serves",
+                |o| o.served.len() as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
+            for (h, now) in &ordered {
+                ConstGauge::new(value(now)).encode(family.encode_family(&h.labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "wharf_order_partition_served",
+            "1 for each partition this host serves, 0 for the others",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (h, now) in &ordered {
+            for p in 0..now.partitions.unwrap_or(1) {
+                let mut labels = h.labels.clone();
+                labels.push(("partition", p.to_string()));
+                ConstGauge::new(i64::from(now.served.contains(&p)))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
@@ -167,6 +274,7 @@ impl Collector for State {
             "Whether the handler's loop is running",
             |h| i64::from(h.alive.load(Ordering::Relaxed)),
         )?;
+        self.order(&mut encoder)?;
         let link = self.link.get();
         let connected = ConstGauge::new(link.is_some_and(|l| l.connected()) as i64);
         connected.encode(encoder.encode_descriptor(

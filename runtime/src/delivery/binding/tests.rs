@@ -58,6 +58,10 @@ fn every_setting_that_changes_delivery_is_named() {
             Box::new(|c| c.inactive_threshold = Duration::from_secs(5)),
         ),
         ("push", Box::new(|c| c.deliver_subject = Some("x".into()))),
+        (
+            "priority",
+            Box::new(|c| c.priority_policy = PriorityPolicy::PinnedClient),
+        ),
     ];
     for (name, change) in cases {
         let mut have = base.clone();
