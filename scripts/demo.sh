@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 
 echo "==> building the example handler (wasm32-wasip2)"
-(cd guests && cargo build --release --quiet -p order-validator)
+# Into guests/target whatever CARGO_TARGET_DIR says: the example's wharf.toml
+# names the component there.
+(cd guests && cargo build --release --quiet -p order-validator --target-dir target)
 echo "==> building and running the example pipeline"
 cargo run --quiet -p wharf --example order-pipeline -- "$@"
