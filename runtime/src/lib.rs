@@ -52,4 +52,4 @@ mod throttle;
 mod trace;
 
 pub use ops::{dev, dlq, server};
-pub use service::{Signals, bench, check, check_with_server, run};
+pub use service::{Checked, Signals, bench, check, check_with_server, run};

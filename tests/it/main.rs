@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch;
 mod chaos;
 mod cluster;
 mod connect;

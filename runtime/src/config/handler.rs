@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::batch::BatchConfig;
 use super::kv::KvConfig;
 use super::units::{is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
@@ -35,11 +36,15 @@ pub struct HandlerConfig {
     pub consumer: String,
     /// Only messages on subjects matching this are delivered; `None` takes the whole stream.
     pub filter_subject: Option<String>,
-    /// Deliveries in flight at once for this handler, per host.
+    /// Deliveries in flight at once for this handler, per host; for a batch
+    /// handler, batches (each one instance with up to `max_messages`).
     pub concurrency: usize,
     /// Messages pulled ahead of a free slot, waiting in line (kept alive with
     /// in-progress acks, handed back at once on shutdown).
     pub prefetch: usize,
+    /// Set for a batch handler (a component exporting `handle-batch`): how
+    /// its messages are gathered into batches.
+    pub batch: Option<BatchConfig>,
     /// The attempt on which the host stops retrying and dead-letters.
     pub max_attempts: u32,
     /// How long the server waits for an ack before redelivering.
@@ -94,6 +99,7 @@ pub(super) struct RawHandler {
     filter_subject: Option<String>,
     concurrency: Option<usize>,
     prefetch: Option<usize>,
+    batch: Option<super::batch::RawBatch>,
     max_attempts: Option<u32>,
     ack_wait: Option<String>,
     timeout: Option<String>,
@@ -163,7 +169,19 @@ pub(super) fn validate(
     if concurrency == 0 || concurrency > 10_000 {
         return Err(site.err("concurrency", "must be between 1 and 10000"));
     }
-    let prefetch = h.prefetch.unwrap_or(concurrency);
+    let batch = h
+        .batch
+        .map(|b| super::batch::validate(site, b))
+        .transpose()?;
+    // The messages the running deliveries (or batches) hold at most.
+    let running = concurrency * batch.map_or(1, |b| b.max_messages);
+    if running > 10_000 {
+        return Err(site.err(
+            "concurrency",
+            "with `batch`, concurrency × batch.max_messages must be at most 10000",
+        ));
+    }
+    let prefetch = h.prefetch.unwrap_or(running);
     if prefetch > 10_000 {
         return Err(site.err("prefetch", "must be between 0 and 10000"));
     }
@@ -220,6 +238,7 @@ pub(super) fn validate(
         filter_subject: h.filter_subject,
         concurrency,
         prefetch,
+        batch,
         max_attempts,
         ack_wait,
         timeout,
@@ -255,6 +274,13 @@ pub(super) fn validate(
 }
 
 impl HandlerConfig {
+    /// The most messages one host holds for the handler: those running (in
+    /// `concurrency` deliveries, or batches of up to `max_messages`) and
+    /// the `prefetch` line.
+    pub fn held(&self) -> usize {
+        self.concurrency * self.batch.map_or(1, |b| b.max_messages) + self.prefetch
+    }
+
     /// The settings a reload cannot change, because they shape the consumer
     /// or the pull loop: those of `self` that differ from `other`.
     pub fn binding_changes(&self, other: &HandlerConfig) -> Vec<&'static str> {
@@ -279,6 +305,11 @@ impl HandlerConfig {
         }
         if self.recreate_consumer != other.recreate_consumer {
             changed.push("recreate_consumer");
+        }
+        // Batches shape the workers and the pull bound, and decide which
+        // export the component must have.
+        if self.batch != other.batch {
+            changed.push("batch");
         }
         changed
     }

@@ -191,10 +191,25 @@ impl Dispatcher {
         }
     }
 
+    /// The effects an earlier delivery of the message recorded, for a
+    /// redelivery of a handler that writes state: such a delivery applies
+    /// those and does not run the guest again.
+    pub(super) async fn recorded_if_any(
+        &self,
+        handler: &HandlerConfig,
+        attempt: u32,
+        source: &Source,
+    ) -> Option<Stored> {
+        match &self.state {
+            Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(source).await,
+            _ => None,
+        }
+    }
+
     /// The message's effect record, if an earlier delivery stored one. A
     /// server that cannot say is asked again (the message stays under its
     /// lease): running the guest without knowing could apply its writes twice.
-    pub(super) async fn recorded(&self, source: &Source) -> Option<Stored> {
+    async fn recorded(&self, source: &Source) -> Option<Stored> {
         let state = self.state.as_ref()?;
         let mut delay = std::time::Duration::from_millis(100);
         loop {

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::delivery::binding::{self, BindError, PULL_EXPIRES, Seen};
 use crate::delivery::dispatcher::Dispatcher;
+use crate::delivery::gather;
 use crate::delivery::lease::Leases;
 use crate::delivery::line::{self, Line, Waiting};
 
@@ -34,7 +35,8 @@ const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 ///
 /// The host holds at most `concurrency + prefetch` messages: `concurrency`
 /// running and up to `prefetch` pulled ahead, waiting for a free slot, so a
-/// slot that frees up does not sit idle for a pull's round trip.
+/// slot that frees up does not sit idle for a pull's round trip. For a batch
+/// handler, `concurrency` batches of up to `max_messages` run.
 pub(crate) async fn run(
     dispatcher: Arc<Dispatcher>,
     js: jetstream::Context,
@@ -44,7 +46,7 @@ pub(crate) async fn run(
     let handler = dispatcher.handler.clone();
     let status = dispatcher.telemetry.status.clone();
     let puller = Puller {
-        places: Arc::new(Semaphore::new(handler.concurrency + handler.prefetch)),
+        places: Arc::new(Semaphore::new(handler.held())),
         line: Arc::new(Line::new(status.clone())),
         leases: Leases::new(js.client(), handler.ack_wait),
         // This handler's own stop: it ends alone when its consumer is gone,
@@ -68,12 +70,16 @@ pub(crate) async fn run(
     let workers = TaskTracker::new();
     let abort = CancellationToken::new();
     for _ in 0..puller.handler.concurrency {
-        workers.spawn(line::work(
+        let (dispatcher, line, stop) = (
             puller.dispatcher.clone(),
             puller.line.clone(),
             puller.stop.clone(),
-            abort.clone(),
-        ));
+        );
+        if puller.handler.batch.is_some() {
+            workers.spawn(gather::work(dispatcher, line, stop, abort.clone()));
+        } else {
+            workers.spawn(line::work(dispatcher, line, stop, abort.clone()));
+        }
     }
     let ended = puller.pull_until_stopped().await;
     puller.drain(workers, abort, drain_timeout).await;
@@ -279,16 +285,27 @@ impl Puller {
         if drained {
             let finals = TaskTracker::new();
             let slots = Arc::new(Semaphore::new(self.handler.concurrency));
-            for waiting in last {
+            // A batch handler's run in batches, as they would have.
+            let size = self.handler.batch.map_or(1, |b| b.max_messages);
+            let mut last = last.into_iter().peekable();
+            while last.peek().is_some() {
+                let batch: Vec<Waiting> = last.by_ref().take(size).collect();
                 let (dispatcher, status, abort, slots) = (
                     self.dispatcher.clone(),
                     self.status.clone(),
                     abort.clone(),
                     slots.clone(),
                 );
+                let batched = self.handler.batch.is_some();
                 finals.spawn(async move {
                     let _slot = slots.acquire_owned().await;
-                    line::run(&dispatcher, &status, waiting, &abort).await
+                    if batched {
+                        gather::run(&dispatcher, &status, batch, &abort).await
+                    } else {
+                        for waiting in batch {
+                            line::run(&dispatcher, &status, waiting, &abort).await
+                        }
+                    }
                 });
             }
             finals.close();

@@ -47,21 +47,24 @@ pub use self::v01::wharf::handler::types::{
 };
 pub use self::v02::wharf::handler::kv_types::{Entry, KvError};
 
-/// The world a handler's component implements. Its `handle` export is the
-/// same in every version; the version only decides what it may import.
+/// The world a handler's component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum World {
     /// `wharf:handler/handler@0.1.0`.
     V01,
     /// `wharf:handler/handler@0.2.0`.
     V02,
+    /// `wharf:handler/batch-handler@0.2.0`.
+    Batch,
 }
 
 impl World {
     /// The worlds Wharf runs, for messages.
-    pub(crate) const ACCEPTED: &str = "wharf:handler/handler@0.2.0 or wharf:handler/handler@0.1.0";
+    pub(crate) const ACCEPTED: &str = "wharf:handler/handler@0.2.0, \
+         wharf:handler/handler@0.1.0 or wharf:handler/batch-handler@0.2.0";
 
-    /// The world a component was built for, told by the version of the
+    /// The world a component was built for: `batch-handler` when it
+    /// exports `handle-batch`; otherwise told by the version of the
     /// `wharf:handler` interfaces it imports. One that imports none of them
     /// runs the same under either; it is called the newest.
     pub(crate) fn of(
@@ -69,6 +72,9 @@ impl World {
         component: &wasmtime::component::Component,
     ) -> World {
         let ty = component.component_type();
+        if ty.exports(engine).any(|(name, _)| name == "handle-batch") {
+            return World::Batch;
+        }
         let old = ty
             .imports(engine)
             .any(|(name, _)| name.starts_with("wharf:handler/") && name.ends_with("@0.1.0"));
@@ -80,6 +86,25 @@ impl World {
         match self {
             World::V01 => "wharf:handler/handler@0.1.0",
             World::V02 => "wharf:handler/handler@0.2.0",
+            World::Batch => "wharf:handler/batch-handler@0.2.0",
+        }
+    }
+}
+
+/// A handler's compiled component, linked and ready to instantiate, by the
+/// kind of export it has.
+pub(crate) enum Pre<T: 'static> {
+    /// `handle`: one message per call (either `handler` world).
+    Single(v01::HandlerPre<T>),
+    /// `handle-batch`: a batch of messages per call.
+    Batch(batch::BatchHandlerPre<T>),
+}
+
+impl<T: 'static> Clone for Pre<T> {
+    fn clone(&self) -> Pre<T> {
+        match self {
+            Pre::Single(p) => Pre::Single(p.clone()),
+            Pre::Batch(p) => Pre::Batch(p.clone()),
         }
     }
 }

@@ -15,7 +15,8 @@ use anyhow::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::sandbox::bindings::{World, v01::HandlerPre};
+use crate::config::HandlerConfig;
+use crate::sandbox::bindings::{Pre, World, batch::BatchHandlerPre, v01::HandlerPre};
 use crate::sandbox::component::Footprint;
 use crate::sandbox::store::StoreState;
 
@@ -243,44 +244,67 @@ pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> 
     Ok(linker)
 }
 
-/// Compiles a handler's component, checks it implements a `handler`
-/// world Wharf runs, and tells which.
+/// Compiles a handler's component, checks it implements a world Wharf runs
+/// and the one its config asks for (`batch` or not), and tells which.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<StoreState>,
-    handler: &str,
-    path: &Path,
+    handler: &HandlerConfig,
     bytes: &[u8],
-) -> anyhow::Result<(HandlerPre<StoreState>, World)> {
+) -> anyhow::Result<(Pre<StoreState>, World)> {
+    let (name, path) = (&handler.name, handler.component.display());
     let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "handler \"{handler}\": compiling component {}",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("handler \"{name}\": compiling component {path}"))?;
     let world = World::of(engine, &component);
+    match (world, handler.batch.is_some()) {
+        (World::Batch, false) => anyhow::bail!(
+            "handler \"{name}\": component {path} exports `handle-batch` ({}), but the handler \
+             has no `batch` field; add one, e.g. batch = {{ max_messages = 64, max_wait = \"50ms\" }}, \
+             or build the component for the handler world (export `handle`)",
+            world.name()
+        ),
+        (World::V01 | World::V02, true) => {
+            // A component exporting neither is told about below, by what it lacks.
+            let exports = component.component_type();
+            if exports.exports(engine).any(|(n, _)| n == "handle") {
+                anyhow::bail!(
+                    "handler \"{name}\": field `batch`: component {path} exports `handle` ({}), \
+                     not `handle-batch`; remove `batch`, or build the component for the \
+                     batch-handler world (wharf:handler/batch-handler@0.2.0)",
+                    world.name()
+                );
+            }
+        }
+        _ => {}
+    }
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| {
             format!(
-                "handler \"{handler}\": component {} imports something Wharf does not provide \
+                "handler \"{name}\": component {path} imports something Wharf does not provide \
                  (only WASI p2 and the imports of {} are available)",
-                path.display(),
                 World::ACCEPTED
             )
         })?;
-    let pre = HandlerPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
+    let pre =
+        if handler.batch.is_some() {
+            BatchHandlerPre::new(pre).map(Pre::Batch).map_err(anyhow::Error::from).with_context(|| {
             format!(
-                "handler \"{handler}\": component {} does not implement a world Wharf runs \
-             ({}; it must export `handle: func(msg: message) -> result<_, handler-error>`)",
-                path.display(),
+                "handler \"{name}\": component {path} does not implement the world its `batch` \
+                 field asks for (wharf:handler/batch-handler@0.2.0; it must export \
+                 `handle-batch: func(messages: list<message>) -> list<result<_, handler-error>>`)"
+            )
+        })?
+        } else {
+            HandlerPre::new(pre).map(Pre::Single).map_err(anyhow::Error::from).with_context(|| {
+            format!(
+                "handler \"{name}\": component {path} does not implement a world Wharf runs \
+                 ({}; it must export `handle: func(msg: message) -> result<_, handler-error>`)",
                 World::ACCEPTED
             )
-        })?;
+        })?
+        };
     Ok((pre, world))
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
-    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox, values::Values,
-    wasi::Wasi,
+    batch::Slot, batch::Staging, kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload,
+    publish::Outbox, values::Values, wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -113,6 +113,8 @@ pub(crate) struct StoreState {
     pub values: Values,
     pub log: LogBudget,
     pub kv: Kv,
+    /// A batch call's staging, one outbox and key-value staging per message.
+    pub batch: Staging,
     /// When the current call must stop; re-armed for every delivery.
     deadline: Instant,
     timeout: Duration,
@@ -146,6 +148,7 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
         kv: Kv::new(shared.kv.clone()),
+        batch: Staging::default(),
         deadline: Instant::now() + timeout,
         timeout,
         fuel: handler.fuel,
@@ -181,9 +184,24 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     state.limits.hit = None;
     state.outbox.take();
     state.kv.take();
+    state.batch.clear();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);
+}
+
+/// Gives each of a batch's `n` messages its own empty outbox and key-value
+/// staging, with the handler's per-delivery limits.
+pub(crate) fn start_batch(store: &mut Store<StoreState>, shared: &Shared, n: usize) {
+    let handler = &shared.handler;
+    store.data_mut().batch.start(n, || Slot {
+        outbox: Outbox::new(
+            handler.clone(),
+            shared.max_payload.clone(),
+            shared.host_bytes,
+        ),
+        kv: Kv::new(shared.kv.clone()),
+    });
 }
 
 /// Starts the delivery's deadline and fuel budget.

@@ -65,15 +65,34 @@ async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Validates a configuration and its components without a server.
-pub async fn check(config: &Config) -> anyhow::Result<()> {
-    prepare(config).await.map(|_| ())
+/// One handler as `check` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The handler's name.
+    pub handler: String,
+    /// The WIT world its component implements, e.g.
+    /// `wharf:handler/batch-handler@0.2.0`.
+    pub world: &'static str,
+}
+
+/// Validates a configuration and its components without a server, and
+/// tells which world each handler's component implements.
+pub async fn check(config: &Config) -> anyhow::Result<Vec<Checked>> {
+    let prepared = prepare(config).await?;
+    Ok(prepared
+        .loaded
+        .iter()
+        .map(|l| Checked {
+            handler: l.guest.handler().name.clone(),
+            world: l.guest.world.name(),
+        })
+        .collect())
 }
 
 /// Checks what `check` does, then, against the server, that every handler's
 /// stream exists and its dead-letter and publish subjects are stored by a stream.
-pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
-    check(config).await?;
+pub async fn check_with_server(config: &Config) -> anyhow::Result<Vec<Checked>> {
+    let checked = check(config).await?;
     let client = connect::connect(&config.nats, "wharf-check").await?;
     let js = jetstream::new(client);
     for handler in &config.handlers {
@@ -87,7 +106,7 @@ pub async fn check_with_server(config: &Config) -> anyhow::Result<()> {
     crate::delivery::state::open(&js, config)
         .await
         .map_err(BindError::into_error)?;
-    Ok(())
+    Ok(checked)
 }
 
 /// Runs every handler until `shutdown` resolves, then drains and returns.

@@ -42,19 +42,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config, server } => {
             let mut config = Config::load(&config.config)?;
-            match server {
+            let checked = match server {
                 None => runtime.block_on(wharf::check(&config))?,
                 Some(url) => {
                     config.nats.url = Some(url);
-                    runtime.block_on(wharf::check_with_server(&config))?;
+                    runtime.block_on(wharf::check_with_server(&config))?
                 }
-            }
+            };
             println!(
                 "{}: ok ({} handler{})",
                 config.path.display(),
                 config.handlers.len(),
                 if config.handlers.len() == 1 { "" } else { "s" }
             );
+            for c in checked {
+                println!("  handler \"{}\": {}", c.handler, c.world);
+            }
             Ok(())
         }
         Command::Run {
