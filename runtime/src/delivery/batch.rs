@@ -73,12 +73,17 @@ impl Dispatcher {
             // effects an earlier delivery recorded: it applies those and
             // is not run again. Past its final attempt, a message is
             // dead-lettered without running.
-            let recorded = futures::future::join_all(items.iter().map(|(_, item)| {
-                let i = &item.incoming;
-                self.recorded_if_any(&handler, i.attempt, &i.source)
-                    .instrument(i.span.clone())
-            }))
-            .await;
+            let redelivered = items.iter().any(|(_, item)| item.incoming.attempt > 1);
+            let recorded = if redelivered && self.state.is_some() {
+                futures::future::join_all(items.iter().map(|(_, item)| {
+                    let i = &item.incoming;
+                    self.recorded_if_any(&handler, i.attempt, &i.source)
+                        .instrument(i.span.clone())
+                }))
+                .await
+            } else {
+                items.iter().map(|_| None).collect()
+            };
             let mut decided: Vec<Decided> = Vec::new();
             let mut to_run = Vec::new();
             for ((lease, item), recorded) in items.into_iter().zip(recorded) {

@@ -193,15 +193,18 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
 /// Gives each of a batch's `n` messages its own empty outbox and key-value
 /// staging, with the handler's per-delivery limits.
 pub(crate) fn start_batch(store: &mut Store<StoreState>, shared: &Shared, n: usize) {
-    let handler = &shared.handler;
-    store.data_mut().batch.start(n, || Slot {
-        outbox: Outbox::new(
-            handler.clone(),
-            shared.max_payload.clone(),
-            shared.host_bytes,
-        ),
-        kv: Kv::new(shared.kv.clone()),
-    });
+    let shared = shared.clone();
+    store.data_mut().batch.start(
+        n,
+        Box::new(move || Slot {
+            outbox: Outbox::new(
+                shared.handler.clone(),
+                shared.max_payload.clone(),
+                shared.host_bytes,
+            ),
+            kv: Kv::new(shared.kv.clone()),
+        }),
+    );
 }
 
 /// Starts the delivery's deadline and fuel budget.

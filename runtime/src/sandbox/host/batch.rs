@@ -17,36 +17,58 @@ pub(crate) struct Slot {
     pub kv: Kv,
 }
 
+/// Makes one message's empty staging, with the handler's limits.
+pub(crate) type MakeSlot = Box<dyn Fn() -> Slot + Send + Sync>;
+
 /// What every message of the running batch has staged, by index. Empty
-/// (and unallocated) outside a batch call.
-#[derive(Debug, Default)]
+/// (and unallocated) outside a batch call; a message's staging is made
+/// when the handler first stages something for it, so a batch that
+/// stages nothing costs one vector.
+#[derive(Default)]
 pub(crate) struct Staging {
-    slots: Vec<Slot>,
+    slots: Vec<Option<Slot>>,
+    make: Option<MakeSlot>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Staging {
-    /// Starts a batch of `n` messages, each with an empty outbox and staging.
-    pub(crate) fn start(&mut self, n: usize, slot: impl Fn() -> Slot) {
+    /// Starts a batch of `n` messages, each with nothing staged.
+    pub(crate) fn start(&mut self, n: usize, make: MakeSlot) {
         self.slots.clear();
-        self.slots.extend((0..n).map(|_| slot()));
+        self.slots.resize_with(n, || None);
+        self.make = Some(make);
     }
 
     /// Message `index`'s staging, or why there is none: the guest named a
     /// message that is not in the batch.
     pub(crate) fn slot(&mut self, index: u32) -> Result<&mut Slot, String> {
         let n = self.slots.len();
-        usize::try_from(index)
+        let out_of_batch = || format!("message index {index} is not in this batch of {n} messages");
+        let slot = usize::try_from(index)
             .ok()
             .and_then(|i| self.slots.get_mut(i))
-            .ok_or_else(|| format!("message index {index} is not in this batch of {n} messages"))
+            .ok_or_else(out_of_batch)?;
+        let make = self.make.as_ref().ok_or_else(out_of_batch)?;
+        Ok(slot.get_or_insert_with(make))
     }
 
     /// Empties the staging, returning each message's outputs and writes, in
     /// the batch's order.
     pub(crate) fn take(&mut self) -> Vec<(Vec<Outgoing>, Vec<Write>)> {
+        self.make = None;
         std::mem::take(&mut self.slots)
             .into_iter()
-            .map(|mut s| (s.outbox.take(), s.kv.take()))
+            .map(|s| match s {
+                Some(mut s) => (s.outbox.take(), s.kv.take()),
+                None => (Vec::new(), Vec::new()),
+            })
             .collect()
     }
 
@@ -58,6 +80,7 @@ impl Staging {
     /// Drops whatever was staged (a reused instance's next call).
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
+        self.make = None;
     }
 }
 

@@ -49,10 +49,13 @@ fn staging(n: usize) -> Staging {
         reader,
     );
     let mut staging = Staging::default();
-    staging.start(n, || Slot {
-        outbox: Outbox::new(handler.clone(), MaxPayload::default(), host_bytes),
-        kv: Kv::new(access.clone()),
-    });
+    staging.start(
+        n,
+        Box::new(move || Slot {
+            outbox: Outbox::new(handler.clone(), MaxPayload::default(), host_bytes),
+            kv: Kv::new(access.clone()),
+        }),
+    );
     staging
 }
 
