@@ -99,8 +99,15 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         (Guest::Json, 4096, false),
         (Guest::Noop, 128, true),
         (Guest::NoopNoStd, 128, false),
+        (Guest::NoopStdHeap, 128, false),
+        (Guest::NoopBatch, 128, false),
+        (Guest::NoopBatch, 4096, false),
+        (Guest::JsonBatch, 128, false),
+        (Guest::JsonBatch, 4096, false),
         (Guest::Python, 128, false),
         (Guest::JavaScript, 128, false),
+        (Guest::PythonBatch, 128, false),
+        (Guest::JavaScriptBatch, 128, false),
     ]
     .into_iter()
     .map(|(guest, payload, double_ack)| Scenario {
@@ -114,11 +121,19 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         payload,
         double_ack,
     })
-    // Quick mode leaves out the comparison guests, to stay under two
-    // minutes; `--only noop-no-std-128B` (or noop-py-128B, noop-js-128B) runs one.
+    // Quick mode leaves out the comparison guests and the batch guests'
+    // 4 KiB runs, to stay under three minutes; `--only noop-no-std-128B`
+    // (or noop-py-128B, noop-batch-4096B, …) runs one. The Python and
+    // JavaScript batch guests run once their fixtures exist.
+    .filter(|s| s.guest.available())
     .filter(|s| match &only {
         Some(o) => s.name == *o,
-        None => !(quick && (s.guest == Guest::NoopNoStd || s.guest.large())),
+        None => {
+            let comparison = matches!(s.guest, Guest::NoopNoStd | Guest::NoopStdHeap)
+                || s.guest.large()
+                || (s.guest.batch() && s.payload > 128);
+            !(quick && comparison)
+        }
     })
     .collect::<Vec<_>>();
 
@@ -221,9 +236,14 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     let iterations = if quick { 2_000 } else { 10_000 };
     let per_delivery = per_delivery_cost(Guest::Noop, iterations).await?;
     let per_delivery_no_std = per_delivery_cost(Guest::NoopNoStd, iterations).await?;
+    let per_delivery_std_heap = per_delivery_cost(Guest::NoopStdHeap, iterations).await?;
     let mut costs = vec![
         ("noop guest", per_delivery),
         ("noop guest without std", per_delivery_no_std),
+        (
+            "noop guest with std and the SDK's small heap",
+            per_delivery_std_heap,
+        ),
     ];
     if !quick {
         costs.push((
