@@ -3,9 +3,12 @@
 #
 #   scripts/build-js-handler.sh <entry.js> <out.wasm>
 #
-# The entry module passes its function to `handler()` from 'wharf-guest'. It
-# may import other modules and npm packages (installed next to it); they are
-# bundled into the component.
+# The entry module passes its function to `handler()` from 'wharf-guest' (one
+# message per call: a component of the `handler` world) or to
+# `batchHandler()` (a batch per call: the `batch-handler` world); the build
+# picks the world from what the module registers. It may import other
+# modules and npm packages (installed next to it); they are bundled into the
+# component.
 #
 # The first run installs the pinned componentize-js and esbuild from npm
 # (`npm ci` in guests/js, from its package-lock.json); later builds download
@@ -40,5 +43,5 @@ if ! cmp -s "$sdk/package-lock.json" "$stamp" 2>/dev/null; then
     cp "$sdk/package-lock.json" "$stamp"
 fi
 
-node "$sdk/build.mjs" "$entry" "$out"
-echo "built $out ($(du -h "$out" | cut -f1))" >&2
+world="$(node "$sdk/build.mjs" "$entry" "$out")"
+echo "built $out ($(du -h "$out" | cut -f1), world $world)" >&2

@@ -3,8 +3,11 @@
 #
 #   scripts/build-python-handler.sh <handler.py | app dir> <out.wasm> [extra python path dir...]
 #
-# The handler module registers its function with `@wharf.handler`. Given a
-# directory, the module is its `handler.py`. Extra directories (vendored
+# The handler module registers its function with `@wharf.handler` (one
+# message per call: a component of the `handler` world) or
+# `@wharf.batch_handler` (a batch per call: the `batch-handler` world); the
+# build picks the world from what the module registers. Given a directory,
+# the module is its `handler.py`. Extra directories (vendored
 # pure-Python packages, say) are added to the module search path; so is the
 # site-packages of an activated virtual environment ($VIRTUAL_ENV).
 #
@@ -74,31 +77,17 @@ if ! cmp -s "$requirements" "$tools/installed.txt" 2>/dev/null; then
     cp "$requirements" "$tools/installed.txt"
 fi
 
-# componentize-py runs the app's imports now, at build time, and snapshots
-# the result: the entry module imports the handler (which registers itself)
-# and then the SDK's export. Only modules imported here exist at run time.
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cat >"$work/wharf_main.py" <<EOF
-import sys
-
-from wharf import _dispatch
-
-# Importing the handler's module registers its handler with @wharf.handler.
-# A function the SDK refuses is reported on one marked line, which the
-# build script prints alone: the import's traceback would only bury it.
-try:
-    import $module
-except _dispatch.InvalidHandler as e:
-    print(f"wharf-build-error: {e}", file=sys.stderr)
-    raise SystemExit(1)
-if _dispatch.registered() is None:
-    print("wharf-build-error: module $module registers no handler: decorate its handler function with @wharf.handler", file=sys.stderr)
-    raise SystemExit(1)
-
-# The component's export, which componentize-py looks up in this module.
-from wharf._component import WitWorld
-EOF
+# The world the component implements follows what the module registers.
+# componentize-py needs it before it runs the module, so the first build
+# guesses from the module's text (one that mentions `batch_handler` is a
+# batch handler); the entry module checks what was registered, and a wrong
+# guess fails that build with a marked line naming the right world, which
+# is then built instead.
+if grep -q 'batch_handler' "$app_dir/$module.py" 2>/dev/null; then
+    world="batch-handler"
+else
+    world="handler"
+fi
 
 # componentize-py adds the site-packages of $VIRTUAL_ENV, or else of
 # whatever python3 is on PATH. Point it at the tool environment unless the
@@ -106,19 +95,71 @@ EOF
 # happens to be installed globally.
 export VIRTUAL_ENV="${VIRTUAL_ENV:-$tools}"
 
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 mkdir -p "$(dirname "$out")"
-# A failed import is reported as a Python traceback; a Rust backtrace of
-# componentize-py itself would only bury it. Its output is kept until it
-# ends, so that a refusal the SDK marked can be shown without the rest.
+
+# Builds the component for $world; componentize-py's output goes to
+# $work/build.log.
+componentize() {
+    # componentize-py runs the app's imports now, at build time, and
+    # snapshots the result: the entry module imports the handler (which
+    # registers itself) and then the SDK's export for the world. Only
+    # modules imported here exist at run time.
+    cat >"$work/wharf_main.py" <<EOF
+import sys
+
+from wharf import _dispatch
+
+WORLD = "$world"
+
+# Importing the handler's module registers its handler with @wharf.handler
+# or @wharf.batch_handler. A function the SDK refuses is reported on one
+# marked line, which the build script prints alone: the import's traceback
+# would only bury it.
+try:
+    import $module
+except _dispatch.InvalidHandler as e:
+    print(f"wharf-build-error: {e}", file=sys.stderr)
+    raise SystemExit(1)
+kind = _dispatch.registered_kind()
+if kind is None:
+    print("wharf-build-error: module $module registers no handler: decorate its handler function with @wharf.handler (or @wharf.batch_handler)", file=sys.stderr)
+    raise SystemExit(1)
+wanted = "batch-handler" if kind == "batch" else "handler"
+if wanted != WORLD:
+    print(f"wharf-build-world: {wanted}", file=sys.stderr)
+    raise SystemExit(1)
+
+# The component's export, which componentize-py looks up in this module.
+if WORLD == "handler":
+    from wharf._component import WitWorld
+else:
+    from wharf._batch_component import WitWorld
+EOF
+    # A failed import is reported as a Python traceback; a Rust backtrace of
+    # componentize-py itself would only bury it. Its output is kept until it
+    # ends, so that a refusal the SDK marked can be shown without the rest.
+    RUST_BACKTRACE=0 "$tools/bin/componentize-py" \
+        -d "$root/wit/0.2.0" -w "$world" --quiet \
+        componentize wharf_main \
+        -p "$work" -p "$app_dir" -p "$sdk" ${extra[@]+"${extra[@]}"} \
+        -o "$out" >"$work/build.log" 2>&1
+}
+
 status=0
-RUST_BACKTRACE=0 "$tools/bin/componentize-py" \
-    -d "$root/wit/0.1.0" -w handler --quiet \
-    componentize wharf_main \
-    -p "$work" -p "$app_dir" -p "$sdk" ${extra[@]+"${extra[@]}"} \
-    -o "$out" >"$work/build.log" 2>&1 || status=$?
+componentize || status=$?
 if [[ $status -ne 0 ]]; then
     # componentize-py may quote the guest's stderr inside its own report,
-    # so the marker is looked for anywhere on a line.
+    # so the markers are looked for anywhere on a line.
+    other="$(sed -n 's/.*wharf-build-world: \([a-z-]*\).*/\1/p' "$work/build.log" | head -n 1)"
+    if [[ -n "$other" && "$other" != "$world" ]]; then
+        world="$other"
+        status=0
+        componentize || status=$?
+    fi
+fi
+if [[ $status -ne 0 ]]; then
     refusal="$(sed -n 's/.*wharf-build-error: //p' "$work/build.log" | head -n 1)"
     if [[ -n "$refusal" ]]; then
         echo "error: $refusal" >&2
@@ -128,4 +169,4 @@ if [[ $status -ne 0 ]]; then
     exit "$status"
 fi
 cat "$work/build.log" >&2
-echo "built $out ($(du -h "$out" | cut -f1))" >&2
+echo "built $out ($(du -h "$out" | cut -f1), world $world)" >&2

@@ -94,8 +94,9 @@ Wharf runs WebAssembly message handlers against NATS JetStream.
 - \`wharf.toml\`: an example config, for \`/etc/wharf/wharf.toml\`.
 - \`systemd/wharf.service\`: runs \`wharf run -c /etc/wharf/wharf.toml\` as a
   hardened service.
-- \`kubernetes/\`: a ConfigMap, a Deployment and a metrics Service; the
-  Deployment's image is built by the \`Containerfile\` in the source tree.
+- \`kubernetes/\`: a ConfigMap, a Deployment, a metrics Service and a KEDA
+  ScaledObject (apply it only where KEDA is installed); the Deployment's
+  image is built by the \`Containerfile\` in the source tree.
 - \`grafana/wharf-dashboard.json\`: a dashboard for the host's metrics.
 
 ## Install

@@ -9,8 +9,8 @@ source scripts/prereqs.sh
 
 echo "==> host: unit and integration tests"
 cargo test --workspace
-echo "==> Rust guest SDK: unit tests and doc examples"
-(cd guests && cargo test --quiet -p wharf-guest --target "$(rustc -vV | sed -n 's/^host: //p')")
+echo "==> Rust guest SDK, example and batch fixture: unit tests and doc examples"
+(cd guests && cargo test --quiet -p wharf-guest -p order-validator -p behave-batch --target "$(rustc -vV | sed -n 's/^host: //p')")
 echo "==> Python guest SDK and example: unit tests"
 (cd guests/python && python3 -m unittest --quiet)
 (cd examples/order-validator-python && PYTHONPATH=../../guests/python python3 -m unittest --quiet)

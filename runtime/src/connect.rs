@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::{Event, ServerAddr};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Connection;
 
@@ -23,6 +23,9 @@ pub(crate) struct LinkState {
     /// Whether the connection was ever up, to tell a reconnect from the first connect.
     ever: AtomicBool,
     reconnects: AtomicU64,
+    /// Set, and notified, once the client has closed the connection.
+    closed: AtomicBool,
+    on_close: tokio::sync::Notify,
 }
 
 impl LinkState {
@@ -34,6 +37,13 @@ impl LinkState {
     /// How often the connection was re-established.
     pub(crate) fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the client has closed the connection (after a drain).
+    pub(crate) async fn closed(&self) {
+        if !self.closed.load(Ordering::Acquire) {
+            self.on_close.notified().await;
+        }
     }
 }
 
@@ -131,6 +141,12 @@ fn on_event(state: &LinkState, event: Event) {
         ),
         Event::ServerError(e) => error!(error = %e, "NATS server error"),
         Event::ClientError(e) => error!(error = %e, "NATS client error"),
-        Event::Draining | Event::Closed => info!(%event, "NATS connection"),
+        // The end of every command's connection: nothing to tell a person.
+        Event::Draining => debug!(%event, "NATS connection"),
+        Event::Closed => {
+            debug!(%event, "NATS connection");
+            state.closed.store(true, Ordering::Release);
+            state.on_close.notify_one();
+        }
     }
 }

@@ -25,6 +25,12 @@ pub enum Outcome {
     Retry { delay: Option<Duration> },
     /// The guest returned `reject`.
     Reject { reason: String },
+    /// A guest of another host's world returned its error (wasmCloud's
+    /// `err(string)`, `wasi:messaging`'s `error`), which does not say whether
+    /// trying again could help: retried with the backoff schedule, and
+    /// dead-lettered as `exhausted` with the error as the reason on the
+    /// final attempt.
+    Errored { reason: String },
     /// The guest did not return at all.
     Failed { failure: Failure, detail: String },
     /// The guest succeeded but the server refused one of its outputs for
@@ -225,6 +231,17 @@ pub fn settle(outcome: Outcome, attempt: u32, max_attempts: u32, backoff: &Backo
         Outcome::Retry { .. } => Action::DeadLetter {
             kind: DeadLetterKind::Exhausted,
             reason: format!("handler asked to retry on attempt {attempt} of {max_attempts}"),
+        },
+        Outcome::Errored { .. } if !last => Action::Nak {
+            delay: backoff.delay(attempt),
+        },
+        Outcome::Errored { reason } => Action::DeadLetter {
+            kind: DeadLetterKind::Exhausted,
+            reason: if reason.trim().is_empty() {
+                format!("handler returned an empty error on attempt {attempt} of {max_attempts}")
+            } else {
+                reason
+            },
         },
         Outcome::Failed { .. } | Outcome::OutputRefused { .. } if !last => Action::Nak {
             delay: backoff.delay(attempt),

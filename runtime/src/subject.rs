@@ -3,9 +3,11 @@
 //!
 //! A wildcard in an allow-list never reaches the server's control plane or
 //! other clients' reply inboxes: subjects whose first token starts with `$`
-//! (`$KV.…`, `$O.…`) or `_INBOX` are allowed only when listed literally, and
-//! the JetStream API, acks and system subjects (`$JS.…`, `$JSC.…`,
-//! `$SYS.…`, `$NRG.…`) not even then.
+//! or `_INBOX` are allowed only when listed literally, and the JetStream
+//! API, acks and system subjects (`$JS.…`, `$JSC.…`, `$SYS.…`, `$NRG.…`),
+//! key-value buckets and object stores (`$KV.…`, `$O.…`, which a guest
+//! reaches through its `kv` table, staged and exactly once) and Wharf's
+//! own effect records (`$WHARF.…`) not even then.
 
 /// The longest subject Wharf publishes to or accepts in its configuration.
 /// The server refuses a protocol line over 4 KiB by dropping the whole
@@ -89,6 +91,17 @@ pub(crate) fn is_reserved(subject: &str) -> bool {
     root.starts_with('$') || root.starts_with("_INBOX")
 }
 
+/// Roots a guest may never publish under, even listed literally: besides
+/// the server's own, buckets and object stores (written only through the
+/// `kv` capability) and Wharf's effect records.
+const GUEST_FORBIDDEN_ROOTS: [&str; 3] = ["$KV", "$O", "$WHARF"];
+
+/// Whether a guest may never publish to `subject`.
+pub(crate) fn is_forbidden_to_guests(subject: &str) -> bool {
+    let root = subject.split('.').next().unwrap_or_default();
+    is_forbidden(subject) || GUEST_FORBIDDEN_ROOTS.contains(&root)
+}
+
 pub(crate) fn is_forbidden(subject: &str) -> bool {
     let root = subject.split('.').next().unwrap_or_default();
     FORBIDDEN_ROOTS.contains(&root)
@@ -111,6 +124,13 @@ impl AllowList {
                      guests may never publish there"
                 ));
             }
+            if is_forbidden_to_guests(p) {
+                return Err(format!(
+                    "\"{p}\" is a key-value bucket's, an object store's or Wharf's own; guests \
+                     reach buckets through the handler's `kv` table, where writes are staged \
+                     and applied exactly once"
+                ));
+            }
             if is_reserved(p) && p.contains(['*', '>']) {
                 return Err(format!(
                     "\"{p}\": subjects under `$…` or `_INBOX…` may only be listed literally, \
@@ -124,7 +144,7 @@ impl AllowList {
     /// Whether a guest may publish to `subject` (a valid literal subject).
     /// Wildcards never match reserved subjects; only a literal entry does.
     pub fn allows(&self, subject: &str) -> bool {
-        if is_forbidden(subject) {
+        if is_forbidden_to_guests(subject) {
             return false;
         }
         if is_reserved(subject) {
@@ -206,11 +226,14 @@ mod tests {
 
     #[test]
     fn reserved_subjects_only_literally_and_never_the_server_s_own() {
-        let kv = AllowList::new(vec!["$KV.bucket.key".into()]).unwrap();
-        assert!(kv.allows("$KV.bucket.key"));
-        assert!(!kv.allows("$KV.bucket.other"));
+        let other = AllowList::new(vec!["$MINE.topic".into()]).unwrap();
+        assert!(other.allows("$MINE.topic"));
+        assert!(!other.allows("$MINE.other"));
         for bad in [
+            "$KV.bucket.key",
             "$KV.bucket.>",
+            "$O.store.chunks.x",
+            "$WHARF.fx.IN.c.1",
             "_INBOX.*",
             "$JS.API.>",
             "$JS.ACK.>",

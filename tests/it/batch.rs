@@ -13,10 +13,10 @@ use wharf::config::Config;
 use crate::state::{assert_counter_books, counted, counters};
 use crate::support::*;
 
-/// A config for the `behave-batch` fixture over the standard topology;
+/// A config for the `behave-batch-bindgen` fixture over the standard topology;
 /// `extra` is added to its handler table (a `batch` table among it).
 fn batch_config(server: &wharf::server::NatsServer, extra: &str) -> Config {
-    config_for(server, &wasm("behave-batch"), extra)
+    config_for(server, &wasm("behave-batch-bindgen"), extra)
 }
 
 /// Publishes one message to `in.a` that behaves as told and stages one
@@ -256,7 +256,7 @@ async fn a_crash_mid_batch_keeps_the_books() {
     stream(&js, "COUNTED", &["counted.>"]).await;
     let text = config_text(
         &server.url(),
-        &wasm("behave-batch"),
+        &wasm("behave-batch-bindgen"),
         "concurrency = 2\nmax_attempts = 5\npublish = [\"counted.>\"]\n\
          batch = { max_messages = 16, max_wait = \"20ms\" }\n[handler.kv]\ncounters = \"read-write\"",
     );
@@ -313,7 +313,7 @@ async fn the_drain_finishes_a_batch_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.url(),
-        &wasm("behave-batch"),
+        &wasm("behave-batch-bindgen"),
         "concurrency = 1\nack_wait = \"5m\"\ntimeout = \"10s\"\n\
          batch = { max_messages = 4, max_wait = \"5s\" }",
     );
@@ -339,7 +339,7 @@ async fn the_drain_hands_back_a_batch_it_cannot_finish() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(
         &server.url(),
-        &wasm("behave-batch"),
+        &wasm("behave-batch-bindgen"),
         "concurrency = 1\nack_wait = \"5m\"\ntimeout = \"60s\"\n\
          batch = { max_messages = 4, max_wait = \"5s\" }",
     )
@@ -379,7 +379,7 @@ fn a_batch_component_and_its_config_must_agree() {
         )
     };
     let batch = "batch = { max_messages = 8, max_wait = \"10ms\" }";
-    let (code, _, err) = check("behave-batch", "");
+    let (code, _, err) = check("behave-batch-bindgen", "");
     assert_eq!(code, Some(1));
     assert!(
         err.contains("handler \"test\"")
@@ -390,19 +390,20 @@ fn a_batch_component_and_its_config_must_agree() {
     let (code, _, err) = check("behave", batch);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("handler \"test\": field `batch`") && err.contains("exports `handle`"),
+        err.contains("handler \"test\": field `batch`")
+            && err.contains("not wharf:handler/batch-handler@0.2.0"),
         "{err}"
     );
-    let (code, out, err) = check("behave-batch", batch);
+    let (code, out, err) = check("behave-batch-bindgen", batch);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.contains("handler \"test\": wharf:handler/batch-handler@0.2.0"),
+        out.contains("handler \"test\": world: wharf:handler/batch-handler@0.2.0"),
         "{out}"
     );
     let (code, out, err) = check("behave", "");
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.contains("handler \"test\": wharf:handler/handler@0.1.0"),
+        out.contains("handler \"test\": world: wharf:handler/handler@"),
         "{out}"
     );
 }

@@ -120,3 +120,47 @@ async fn bad_selectors_change_nothing() {
     assert!(out.contains("deleted 3"), "{out}");
     assert_eq!(count(&js, "DLQ").await, 0);
 }
+
+/// `show` prints a text payload as it is (a JSON body is not escaped) and
+/// a binary one, or one with terminal escapes, in hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_text_as_it_is_and_binary_in_hex() {
+    let (server, js) = bed().await;
+    let copy = [
+        ("Wharf-Reason-Kind", "rejected"),
+        ("Wharf-Source-Stream", "IN"),
+    ];
+    publish(&js, "dlq.x", b"{\"amount\": \"12\"}\n", &copy).await;
+    publish(&js, "dlq.x", &[0x00, 0xff, b'h', b'i'], &copy).await;
+    publish(&js, "dlq.x", b"\x1b]0;title\x07", &copy).await;
+    let url = server.url();
+    let show = |seq: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+                .args(["dlq", "--stream", "DLQ", "--url", &url, "show", seq])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let text = show("1").await.unwrap();
+    assert!(
+        text.ends_with("payload (17 bytes, text):\n{\"amount\": \"12\"}\n"),
+        "{text}"
+    );
+    let binary = show("2").await.unwrap();
+    assert!(
+        binary.ends_with(&format!(
+            "payload (4 bytes, binary, in hex):\n00000000  00 ff 68 69{}  |..hi|\n",
+            " ".repeat(36)
+        )),
+        "{binary}"
+    );
+    let escapes = show("3").await.unwrap();
+    assert!(
+        escapes.contains("in hex") && !escapes.contains('\u{1b}'),
+        "{escapes}"
+    );
+}

@@ -15,7 +15,8 @@ fn check_fails(text: &str) -> String {
     err
 }
 
-/// An unknown field is refused with the file and the field named.
+/// An unknown field is refused with the file and the field named, and the
+/// known field it is closest to.
 #[test]
 fn unknown_field_names_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,7 +26,13 @@ fn unknown_field_names_file_and_field() {
     );
     let (code, err) = run_binary(&["check", "-c", &path]);
     assert_eq!(code, 1);
-    assert!(err.contains(&path) && err.contains("max_atempts"), "{err}");
+    assert!(
+        err.contains(&path)
+            && err.contains(
+                "handler \"test\": unknown field `max_atempts`; did you mean `max_attempts`?"
+            ),
+        "{err}"
+    );
 }
 
 /// A bad value is refused with the file, the handler and the field named.

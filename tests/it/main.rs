@@ -3,13 +3,17 @@
 
 mod support;
 
+mod autoscale;
 mod batch;
 mod chaos;
 mod cluster;
+mod compat;
+mod compat_kv;
 mod connect;
 mod core;
 mod counter_books;
 mod crash;
+mod dev;
 mod dlq;
 mod errors;
 mod example;
@@ -21,8 +25,11 @@ mod no_std;
 mod operations;
 mod outputs;
 mod policy;
+mod reasons;
 mod release;
 mod reload;
 mod shutdown;
 mod state;
+mod streams;
 mod telemetry;
+mod worlds;

@@ -70,3 +70,18 @@ async fn a_handler_without_std_allocates_and_a_panic_traps() {
         "{reasons:?}"
     );
 }
+
+/// A handler on the SDK without std imports nothing but the WIT's types:
+/// no WASI, and no host function it does not call.
+#[test]
+fn a_handler_without_std_imports_nothing() {
+    for name in ["noop-no-std", "heap-no-std"] {
+        let (imports, exports) = component_names(&wasm(name));
+        assert_eq!(
+            imports,
+            ["wharf:handler/types@0.2.0", "message", "handler-error"],
+            "{name}"
+        );
+        assert_eq!(exports, ["handle"], "{name}");
+    }
+}

@@ -129,11 +129,25 @@ async fn counters_count_each_message_once() {
 /// dead-lettered or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_on_a_hot_key_run_again_on_fresh_state() {
-    let (_server, js, config) = state_bed("concurrency = 16").await;
+    let (_server, js, mut config) = state_bed("concurrency = 16").await;
+    let port = free_port();
+    config.runtime.metrics_addr = Some(([127, 0, 0, 1], port).into());
     publish_counts(&js, 1, 150).await;
-    run_until_drained(&js, config).await;
+    let host = Host::start(config);
+    wait_drained(&js, "IN", "test").await;
+    let (_, metrics) = http_get(port, "/metrics").await.expect("metrics");
+    host.stop().await.unwrap();
     assert_eq!(count(&js, "DLQ").await, 0);
     assert_counter_books(&js, 150).await;
+    let reruns = sample(
+        &metrics,
+        "wharf_conflict_reruns_total",
+        &[("handler", "test")],
+    );
+    assert!(
+        reruns.is_some_and(|n| n > 0.0),
+        "conflicts happened: {reruns:?}"
+    );
 }
 
 /// A message that fails after staging writes applies none of them, and
@@ -155,6 +169,30 @@ async fn a_failed_delivery_applies_none_of_its_writes() {
         "no write of a failed delivery is applied"
     );
     assert_eq!(counted(&js).await, vec![("kept".to_string(), 1)]);
+}
+
+/// An output with nowhere to go (no stream stores its subject) is found
+/// before anything is applied: the message is retried and dead-lettered as
+/// `output`, and its key is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_with_nowhere_to_go_applies_nothing() {
+    let (server, js, _) = state_bed("").await;
+    let table = handler_table(
+        "test",
+        &wasm("counter"),
+        "publish = [\"counted.>\", \"nowhere.>\"]\n[handler.kv]\ncounters = \"read-write\"",
+    );
+    let config = Config::parse(
+        Path::new("t.toml"),
+        &config_text_for(&server.url(), vec![table]),
+    )
+    .unwrap();
+    publish(&js, "in.k", b"", &[("publish-to", "nowhere.x")]).await;
+    run_until_drained(&js, config).await;
+    let dl = messages(&js, "DLQ").await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(header(&dl[0], "Wharf-Reason-Kind"), Some("output"));
+    assert!(counters(&js).await.is_empty(), "nothing was written");
 }
 
 /// The host kills itself right after applying a delivery's writes, before
@@ -191,6 +229,54 @@ async fn a_crash_between_the_writes_and_the_ack_applies_them_once() {
     drop(host);
     assert_eq!(count(&js, "DLQ").await, 0);
     assert_counter_books(&js, 30).await;
+}
+
+/// Every operation, in order on one key: a put, a get that reads it, a
+/// delete, a create on the deleted key, a create on a key that has a value
+/// (it conflicts until the attempt ends, so nothing is written), and a
+/// delete expecting the revision read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_creates_deletes_and_gets_in_order() {
+    let (_server, js, config) = state_bed("concurrency = 1\nmax_attempts = 1").await;
+    let kv = js.get_key_value("counters").await.unwrap();
+    let value = |kv: async_nats::jetstream::kv::Store| async move {
+        kv.get("k")
+            .await
+            .unwrap()
+            .map(|v| String::from_utf8_lossy(&v).to_string())
+    };
+    type Step<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let steps: [Step; 5] = [
+        (&[("op", "put"), ("value", "1")], Some("1")),
+        (&[("op", "get")], Some("1")),
+        (&[("op", "delete")], None),
+        (&[("op", "create"), ("value", "2")], Some("2")),
+        (&[("op", "delete-read")], None),
+    ];
+    for (headers, expected) in steps {
+        publish(&js, "in.k", b"", headers).await;
+        run_until_drained(&js, config.clone()).await;
+        assert_eq!(
+            value(kv.clone()).await.as_deref(),
+            expected,
+            "after {headers:?}"
+        );
+    }
+    let read: Vec<String> = messages(&js, "COUNTED")
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).to_string())
+        .collect();
+    assert_eq!(read, ["1"], "the get published what it read");
+    // A create on a key with a value conflicts on every rerun, then
+    // dead-letters as `conflict` on the final attempt; the key keeps its value.
+    publish(&js, "in.k", b"", &[("op", "put"), ("value", "3")]).await;
+    publish(&js, "in.k", b"", &[("op", "create"), ("value", "4")]).await;
+    run_until_drained(&js, config).await;
+    assert_eq!(value(kv).await.as_deref(), Some("3"));
+    let dl = messages(&js, "DLQ").await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(header(&dl[0], "Wharf-Reason-Kind"), Some("conflict"));
 }
 
 /// A guest reaches only the buckets its config names, writes only in
@@ -334,4 +420,101 @@ async fn missing_buckets_and_effects_stream_are_refused_at_start() {
         text.contains("writing buckets needs the effects stream \"WHARF_EFFECTS\""),
         "{text}"
     );
+}
+
+/// A guest can never write a bucket, an object store or an effect record
+/// through `publish`, even when the allow-list names the subject literally:
+/// the config is refused, pointing at the `kv` table.
+#[test]
+fn publish_never_reaches_a_bucket_or_an_effect_record() {
+    for subject in ["$KV.counters.k", "$O.files.x", "$WHARF.fx.IN.test.1"] {
+        let text = config_text_for(
+            "nats://127.0.0.1:1",
+            vec![handler_table(
+                "test",
+                &wasm("counter"),
+                &format!("publish = [\"{subject}\"]"),
+            )],
+        );
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `publish`") && err.contains("`kv` table"),
+            "{subject}: {err}"
+        );
+    }
+}
+
+/// Every guest SDK's key-value API against the host: a running total per
+/// key, read and written conditionally by `behave` in Rust, Python and
+/// JavaScript (`total:totals`), with concurrent deliveries on one key
+/// conflicting and running again, ends at the sum of the payloads, and
+/// publishes each step of it once; a bucket outside the handler's `kv`
+/// table, left uncaught, rejects the message with the SDK's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_keeps_a_running_total_through_the_host() {
+    for component in [wasm("behave"), behave_py().into(), behave_js().into()] {
+        let (server, js) = bed().await;
+        let config = config_for(
+            &server,
+            &component,
+            "concurrency = 4\nmax_attempts = 3\nmemory = \"128MiB\"\ntimeout = \"10s\"\n\
+             [handler.kv]\ntotals = \"read-write\"",
+        );
+        wharf::dev::create_streams(&js, &config)
+            .await
+            .expect("creating the bucket and the effects stream");
+        for i in 1..=10u64 {
+            for key in ["a", "b"] {
+                let amount = i.to_string();
+                publish(
+                    &js,
+                    &format!("in.{key}"),
+                    amount.as_bytes(),
+                    &[("behave", "total:totals")],
+                )
+                .await;
+            }
+        }
+        publish(&js, "in.c", b"1", &[("behave", "total:secret")]).await;
+        run_until_drained(&js, config).await;
+        let what = component.display();
+        let kv = js.get_key_value("totals").await.expect("bucket totals");
+        for key in ["a", "b"] {
+            let value = kv.get(key).await.unwrap().expect("a total");
+            assert_eq!(String::from_utf8_lossy(&value), "55", "{what}: key {key}");
+        }
+        let mut steps: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for m in messages(&js, "OUT").await {
+            let text = String::from_utf8_lossy(&m.payload).to_string();
+            let (key, total) = text.split_once(' ').expect("`<key> <total>`");
+            steps
+                .entry(key.into())
+                .or_default()
+                .push(total.parse().unwrap());
+        }
+        for (key, totals) in &mut steps {
+            totals.sort_unstable();
+            assert_eq!(
+                (totals.len(), totals.last()),
+                (10, Some(&55)),
+                "{what}: key {key}: {totals:?}"
+            );
+        }
+        let dls = messages(&js, "DLQ").await;
+        assert_eq!(dls.len(), 1, "{what}");
+        assert_eq!(
+            header(&dls[0], "Wharf-Reason-Kind"),
+            Some("rejected"),
+            "{what}"
+        );
+        assert_eq!(
+            header(&dls[0], "Wharf-Reason"),
+            Some(
+                "key-value access denied: bucket \"secret\" is not in handler \"test\"'s `kv` table"
+            ),
+            "{what}"
+        );
+    }
 }

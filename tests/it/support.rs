@@ -70,6 +70,98 @@ pub fn wasm(name: &str) -> PathBuf {
     guests().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// Builds a fixture in Python or JavaScript with its build script, into
+/// `guests/target/fixtures/<name>.wasm`.
+fn fixture(name: &str, script: &str, entry: &str) -> PathBuf {
+    let root = root();
+    let out = root
+        .join("guests/target/fixtures")
+        .join(format!("{name}.wasm"));
+    let status = Command::new(root.join("scripts").join(script))
+        .arg(root.join(entry))
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(status.success(), "scripts/{script} failed to build {entry}");
+    out
+}
+
+/// The `behave` fixture in Python, built once per run.
+pub fn behave_py() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_py",
+            "build-python-handler.sh",
+            "guests/fixtures/behave-py/handler.py",
+        )
+    })
+}
+
+/// The `behave` fixture in JavaScript, built once per run.
+pub fn behave_js() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_js",
+            "build-js-handler.sh",
+            "guests/fixtures/behave-js/handler.js",
+        )
+    })
+}
+
+/// The `behave-batch` fixture in Python, built once per run.
+pub fn behave_batch_py() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_batch_py",
+            "build-python-handler.sh",
+            "guests/fixtures/behave-batch-py/handler.py",
+        )
+    })
+}
+
+/// The `behave-batch` fixture in JavaScript, built once per run.
+pub fn behave_batch_js() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        fixture(
+            "behave_batch_js",
+            "build-js-handler.sh",
+            "guests/fixtures/behave-batch-js/handler.js",
+        )
+    })
+}
+
+/// A component's top-level import and export names (interfaces, functions
+/// and types), read from the file without compiling it.
+pub fn component_names(path: &Path) -> (Vec<String>, Vec<String>) {
+    use wasmparser::{Parser, Payload};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    // Nested modules and components have imports and exports of their own.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(&bytes) {
+        match payload.expect("a valid component") {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(s) if depth == 0 => {
+                for i in s {
+                    imports.push(i.expect("an import").name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(s) if depth == 0 => {
+                for e in s {
+                    exports.push(e.expect("an export").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (imports, exports)
+}
+
 /// Starts a fresh nats-server for one test.
 pub fn server() -> NatsServer {
     NatsServer::start().unwrap_or_else(|e| {

@@ -22,6 +22,44 @@ async fn scrape(port: u16) -> String {
     body
 }
 
+/// The consumer's backlog gauges are read when `/metrics` is scraped, not
+/// up to a poll (5 s) earlier: messages published a moment before the
+/// scrape are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_gauges_are_read_at_scrape_time() {
+    let (server, js) = bed().await;
+    let port = free_port();
+    let mut config = with_metrics(
+        &server,
+        port,
+        "concurrency = 1\nprefetch = 0\ntimeout = \"60s\"\nack_wait = \"90s\"",
+    );
+    config.runtime.drain_timeout = std::time::Duration::from_millis(100);
+    let host = Host::start(config);
+    // The only place is taken by a delivery blocked in the guest.
+    publish_behave(&js, "in.a", "wait:60000").await;
+    eventually("the slow delivery runs", || async {
+        consumer_counts(&js, "IN", "test").await == Some((0, 1))
+    })
+    .await;
+    let gauge = |m: &str, name: &str| sample(m, name, &[("handler", "test")]);
+    // The watcher's first poll has seen the running delivery.
+    eventually("the gauges know the running delivery", || async {
+        gauge(&scrape(port).await, "wharf_consumer_ack_pending_messages") == Some(1.0)
+    })
+    .await;
+    for _ in 0..3 {
+        publish_behave(&js, "in.a", "ok").await;
+    }
+    let metrics = scrape(port).await;
+    assert_eq!(
+        gauge(&metrics, "wharf_consumer_pending_messages"),
+        Some(3.0),
+        "{metrics}"
+    );
+    host.stop().await.unwrap();
+}
+
 /// The delivery counters agree with the books of a real run: acked plus
 /// dead-lettered equals what was published, retries are counted, and so
 /// are outputs, dead letters by kind and guest runs.
@@ -287,6 +325,76 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(v["fields"]["handler"], "test");
     assert_eq!(v["fields"]["sequence"], 1);
     assert_eq!(v["fields"]["reason"], "for the log");
+    // JSON lines keep the delivery span's full context.
+    assert_eq!(v["span"]["name"], "delivery");
+    assert_eq!(v["span"]["messaging.system"], "nats");
+    assert_eq!(v["span"]["trace_id"].as_str().map(str::len), Some(32));
+}
+
+/// A text line inside a delivery names it by handler, subject, sequence
+/// and attempt, then says what happened: short enough to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_name_the_delivery_compactly() {
+    let (server, js) = bed().await;
+    publish_behave(&js, "in.a", "reject:for the log").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &behave_config_text(&server.url(), "max_attempts = 1"),
+    );
+    let host = Binary::spawn_logged(
+        &["run", "-c", path.to_str().unwrap()],
+        &[("WHARF_LOG_FORMAT", "text")],
+    );
+    host.wait_log("dead-lettered").await;
+    host.signal("TERM");
+    host.wait_log("stopped").await;
+    let lines = host.lines();
+    assert_eq!(host.wait().await, Some(0));
+    let line = lines
+        .iter()
+        .find(|l| l.contains("dead-lettered"))
+        .expect("a dead-letter line");
+    let (time, rest) = line.split_once(' ').unwrap();
+    assert!(
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{line}"
+    );
+    assert_eq!(
+        rest,
+        " INFO handler=test subject=in.a seq=1 attempt=1: dead-lettered handler=test \
+         stream=IN sequence=1 kind=rejected reason=for the log"
+    );
+    // Lines outside a delivery have no context, and none has the span's ids.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" INFO stopped reconnects=0")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("trace_id")), "{lines:#?}");
+}
+
+/// `check --server` prints its verdict and nothing else: no log line
+/// about the connection closing after the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_end_without_log_lines() {
+    let (server, _js) = bed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &behave_config_text(&server.url(), ""));
+    let url = server.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["check", "-c", path.to_str().unwrap(), "--server", &url])
+            .env_remove("WHARF_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (1 handler)"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 /// Every metric the example Grafana dashboard queries is one the binary exports.

@@ -74,3 +74,84 @@ fn handle(msg: Message) -> Result {
 }
 
 wharf_guest::handler!(handle);
+
+/// Unit tests without the host: `cargo test -p order-validator --target
+/// <your machine's target>` from `guests/` (the SDK's test host exists in
+/// native builds).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::time::Duration;
+
+    use wharf_guest::Message;
+    use wharf_guest::testing::{Outcome, TestHost};
+
+    use super::handle;
+
+    /// The handler's settings in wharf.toml; like the host, the test host
+    /// allows no subject unless given one.
+    fn host() -> TestHost {
+        TestHost::new()
+            .allow("orders.accepted")
+            .config("busy_sku_prefix", "BUSY-")
+    }
+
+    fn order(body: &str, attempt: u32) -> Message {
+        Message::for_test("orders.new", body.as_bytes()).with_attempt(attempt, 4)
+    }
+
+    /// A valid order publishes its total to orders.accepted with the order id header.
+    #[test]
+    fn a_valid_order_is_published_with_its_total() {
+        let run = host().run(
+            handle,
+            order(
+                r#"{"id": "A-1", "customer": "ada", "items": [{"sku": "BOOK-1", "qty": 2, "price_cents": 1250}]}"#,
+                1,
+            ),
+        );
+        assert_eq!(run.outcome, Outcome::Ok);
+        let out = &run.published[0];
+        assert_eq!(out.subject, "orders.accepted");
+        assert_eq!(
+            out.text(),
+            r#"{"id":"A-1","customer":"ada","total_cents":2500,"lines":1}"#
+        );
+        assert_eq!(out.header("order-id"), Some("A-1"));
+    }
+
+    /// Malformed orders are rejected with a reason; nothing is published.
+    #[test]
+    fn malformed_orders_are_rejected() {
+        for (body, reason) in [
+            (
+                r#"{"id": "A-3", "customer": "c", "items": []}"#,
+                "order A-3 has no items",
+            ),
+            (
+                r#"{"id": "A-4", "customer": "c", "items": [{"sku": "X", "qty": 0, "price_cents": 1}]}"#,
+                "order A-4: item X has quantity 0",
+            ),
+        ] {
+            let run = host().run(handle, order(body, 1));
+            assert_eq!(run.outcome, Outcome::Reject(reason.into()));
+            assert!(run.published.is_empty());
+        }
+        let run = host().run(handle, order("{", 1));
+        assert!(
+            matches!(&run.outcome, Outcome::Reject(r) if r.starts_with("payload is not valid JSON"))
+        );
+    }
+
+    /// A busy SKU asks for a 200 ms retry on attempt 1, and is accepted on attempt 2.
+    #[test]
+    fn a_busy_sku_is_retried_once() {
+        let body = r#"{"id": "A-2", "customer": "bob", "items": [{"sku": "BUSY-7", "qty": 1, "price_cents": 999}]}"#;
+        let first = host().run(handle, order(body, 1));
+        assert_eq!(
+            first.outcome,
+            Outcome::Retry(Some(Duration::from_millis(200)))
+        );
+        assert!(first.published.is_empty());
+        assert_eq!(host().run(handle, order(body, 2)).outcome, Outcome::Ok);
+    }
+}

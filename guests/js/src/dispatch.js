@@ -1,6 +1,6 @@
-// Runs the registered handler on one delivery and turns what it did into a settlement.
+// Runs the registered handler on a delivery (or a batch) and turns what it did into settlements.
 
-import { PublishError, Reject, Retry } from './errors.js';
+import { HandlerError, KvError, PublishError, Reject, Retry } from './errors.js';
 import { frameKind, mapStack, raiseSite } from './stack.js';
 
 /**
@@ -15,26 +15,67 @@ export const MAX_STACK_CHARS = 16 * 1024;
 export const MAX_SUMMARY_CHARS = 500;
 
 let registered;
+/** Which function registered it: 'handler' or 'batch'. */
+let registeredAs;
 
-/** Registers the component's one handler. */
-export function register(fn) {
+const REGISTRARS = { handler: 'handler()', batch: 'batchHandler()' };
+
+/** Registers the component's one handler: `kind` is 'handler' (one message per call) or 'batch'. */
+export function register(fn, kind = 'handler') {
   if (typeof fn !== 'function') {
-    throw new TypeError(`handler() needs a function, got ${typeof fn}`);
+    throw new TypeError(`${REGISTRARS[kind]} needs a function, got ${typeof fn}`);
   }
-  if (registered !== undefined && registered !== fn) {
-    throw new Error(`a handler is already registered (${registered.name || 'anonymous'}); a component has exactly one`);
+  if (registered !== undefined && (registered !== fn || registeredAs !== kind)) {
+    throw new Error(
+      `a handler is already registered (${registered.name || 'anonymous'}, with ${REGISTRARS[registeredAs]}); ` +
+        'a component has exactly one, made by handler() or batchHandler()',
+    );
   }
   registered = fn;
+  registeredAs = kind;
 }
 
 /** Forgets the registered handler; for tests of the SDK itself. */
 export function unregister() {
   registered = undefined;
+  registeredAs = undefined;
 }
 
 /** The registered handler, or undefined. */
 export function registeredHandler() {
   return registered;
+}
+
+/** 'handler', 'batch', or undefined when nothing is registered: the world the component must implement. */
+export function registeredKind() {
+  return registeredAs;
+}
+
+/**
+ * The settlement a Wharf error asks for, or undefined for any other value.
+ * `Retry` and `Reject` settle as they say. A `PublishError` rejects, like
+ * the Rust SDK's `?` on one: retrying would meet the same refusal. A
+ * `KvError` rejects too, except `KvUnavailable`, which retries after the
+ * handler's backoff (the bucket may answer later).
+ */
+export function outcomeOf(error) {
+  if (error instanceof Retry) {
+    return { kind: 'retry', delayMs: error.delayMs };
+  }
+  if (error instanceof Reject) {
+    return { kind: 'reject', reason: error.reason };
+  }
+  if (error instanceof PublishError) {
+    return { kind: 'reject', reason: error.message };
+  }
+  if (error instanceof KvError) {
+    return error.kind === 'unavailable' ? { kind: 'retry', delayMs: undefined } : { kind: 'reject', reason: error.message };
+  }
+  return undefined;
+}
+
+function isWharfError(error) {
+  return error instanceof HandlerError || error instanceof PublishError || error instanceof KvError;
 }
 
 /**
@@ -46,19 +87,79 @@ export async function settle(fn, msg) {
   try {
     await fn(msg);
   } catch (e) {
-    if (e instanceof Retry) {
-      return { kind: 'retry', delayMs: e.delayMs };
+    const outcome = outcomeOf(e);
+    if (outcome === undefined) {
+      throw e;
     }
-    if (e instanceof Reject) {
-      return { kind: 'reject', reason: e.reason };
-    }
-    if (e instanceof PublishError) {
-      // Like the Rust SDK's `?` on a PublishError: retrying would meet the same refusal.
-      return { kind: 'reject', reason: e.message };
-    }
-    throw e;
+    return outcome;
   }
   return { kind: 'ok' };
+}
+
+/**
+ * One message of `Batch.map`: undefined when `fn(msg)` returns (or its
+ * promise resolves), else the result that settles it. Wharf's errors are the
+ * result as they are; anything else thrown settles only this message, as a
+ * trap would (see `isolate`).
+ */
+export async function settleOne(fn, msg) {
+  try {
+    await fn(msg);
+  } catch (e) {
+    return isWharfError(e) ? e : isolate(e, msg);
+  }
+  return undefined;
+}
+
+/**
+ * The result of one message of a batch that threw `error`: what a trap would
+ * do, for this message alone. The report (stack and last line) goes to
+ * stderr, the host's log. The message is retried after the handler's
+ * backoff, or on its final attempt rejected with the error's last line
+ * (`Name: message (at file.js:line:column)`): the batch world has no trap of
+ * one message. The result's `cause` is `error`.
+ */
+export function isolate(error, msg) {
+  console.error(crashReport(error));
+  const result = msg.isFinalAttempt ? new Reject(crashLine(error)) : new Retry();
+  result.cause = error;
+  return result;
+}
+
+/** The settlement of message `i` of a batch from the result the batch handler returned for it. */
+export function resultOutcome(value, msg, i) {
+  if (value === undefined || value === null) {
+    return { kind: 'ok' };
+  }
+  if (value instanceof Error) {
+    const result = isWharfError(value) ? value : isolate(value, msg);
+    return { ...outcomeOf(result), cause: result.cause };
+  }
+  throw new TypeError(
+    `result ${i} of the batch is ${safeJson(value)}: return undefined for a message that succeeded, ` +
+      'or a Retry or Reject for one that did not',
+  );
+}
+
+/**
+ * Calls a batch handler (sync or async) and maps its results, one per
+ * message; anything wrong with them is thrown (a trap of the whole batch).
+ */
+export async function settleBatch(fn, batch) {
+  const results = await fn(batch);
+  if (!Array.isArray(results)) {
+    throw new TypeError(
+      `the batch handler returned ${results === null ? 'null' : typeof results}: return an array with one result ` +
+        'per message (await batch.map(fn) makes one)',
+    );
+  }
+  if (results.length !== batch.length) {
+    throw new Error(
+      `the batch handler returned ${results.length} results for a batch of ${batch.length} messages; ` +
+        "return one result per message, in the batch's order",
+    );
+  }
+  return results.map((value, i) => resultOutcome(value, batch.at(i), i));
 }
 
 /**

@@ -1,4 +1,4 @@
-// How a handler says a delivery did not succeed, and why the host refused a publish.
+// How a handler says a delivery did not succeed, and why the host refused a publish or a key-value call.
 
 // Longer than any backoff needs (285,000 years), and exact as a Number.
 const MAX_DELAY_MS = Number.MAX_SAFE_INTEGER;
@@ -108,4 +108,66 @@ function toDelayMs(delay) {
   }
   // Whole milliseconds, rounded down like the Rust SDK's Duration::as_millis.
   return Math.min(Math.floor(delay), MAX_DELAY_MS);
+}
+
+/**
+ * Why a key-value call failed. `kind` is `denied`, `invalid`, `limit` or
+ * `unavailable`, each with its own subclass. Left uncaught, `KvUnavailable`
+ * retries the message (after the handler's backoff, like `new Retry()`) and
+ * every other case rejects it with its message, since running it again
+ * would meet the same refusal; catch it to decide otherwise.
+ */
+export class KvError extends Error {
+  constructor(kind, prefix, detail) {
+    super(`${prefix}: ${detail}`);
+    this.name = 'KvError';
+    this.kind = kind;
+    this.detail = String(detail);
+  }
+}
+
+/** The bucket is not in the handler's `kv` table, or it is `"read"` only and the call writes. */
+export class KvDenied extends KvError {
+  constructor(detail) {
+    super('denied', 'key-value access denied', detail);
+    this.name = 'KvDenied';
+  }
+}
+
+/** The key (or bucket name) is not valid for JetStream key-value, or a key was written twice under different conditions. */
+export class KvInvalid extends KvError {
+  constructor(detail) {
+    super('invalid', 'invalid key-value call', detail);
+    this.name = 'KvInvalid';
+  }
+}
+
+/** The delivery's staged writes would exceed its limits: count, bytes, or a second conditional write. */
+export class KvLimit extends KvError {
+  constructor(detail) {
+    super('limit', 'key-value limit', detail);
+    this.name = 'KvLimit';
+  }
+}
+
+/** The bucket could not be read now (the server is unreachable, a leader election); retrying is the usual answer. */
+export class KvUnavailable extends KvError {
+  constructor(detail) {
+    super('unavailable', 'key-value unavailable', detail);
+    this.name = 'KvUnavailable';
+  }
+}
+
+/** The `KvError` subclass for a WIT `kv-error` case. */
+export function kvErrorFor(tag, detail) {
+  switch (tag) {
+    case 'denied':
+      return new KvDenied(detail);
+    case 'invalid':
+      return new KvInvalid(detail);
+    case 'limit':
+      return new KvLimit(detail);
+    default:
+      return new KvUnavailable(detail);
+  }
 }

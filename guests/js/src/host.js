@@ -1,9 +1,18 @@
-// Where publish, config and the log go: the Wharf host inside a component, a
-// recording host elsewhere. Inside a component, `component.js` installs an
-// adapter over the `wharf:handler/host` imports; anywhere else (unit tests,
-// a REPL) the SDK talks to a RecordingHost, so a handler runs unchanged.
+// Where publish, config, the log and key-value calls go: the Wharf host
+// inside a component, a recording host elsewhere. Inside a component,
+// `component.js` (the `handler` world) or `batch-component.js` (the
+// `batch-handler` world) installs an adapter over the imports; anywhere else
+// (unit tests, a REPL) the SDK talks to a RecordingHost, so a handler runs
+// unchanged.
+//
+// Every host has the same calls: `publish`, `getConfig`, `log`, and for
+// key-value state `readKey`, `stagePut`, `stageCreate` and `stageDelete`.
+// Those a message makes take an `index` last: undefined for a handler of one
+// message at a time, the message's place in its batch for a batch handler;
+// `inBatch` says which kind is running.
 
 import { InvalidPublish, OutboxFull, PublishNotAllowed } from './errors.js';
+import { ABSENT, ALWAYS, Buckets, checkBuckets, MAX_KV_WRITE_BYTES, MAX_KV_WRITES, Staging } from './memory.js';
 
 /** Log levels, as the WIT `level` enum names them. */
 export const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -83,26 +92,46 @@ export function hostHeaderBytes(stream, consumer) {
  */
 export const TEST_HOST_HEADER_BYTES = hostHeaderBytes('TEST', 'test');
 
+/** What one message staged: its outputs and its key-value writes. */
+class Outbox {
+  constructor(stream = 'TEST', consumer = 'test') {
+    /** @type {Published[]} */
+    this.published = [];
+    this.bytes = 0;
+    this.hostHeaderBytes = hostHeaderBytes(stream, consumer);
+    this.staging = new Staging();
+  }
+}
+
 /**
  * A stand-in for the Wharf host that records what a handler asks of it.
  *
  * Its defaults are the host's for a handler whose `wharf.toml` entry sets
  * nothing: no subject may be published to, no `Nats-*` header other than
- * `Nats-Msg-Id` may be set, no config value exists, and the outbox takes 100
- * messages and 1 MiB. It checks publishes the way the host does where that
- * is cheap to mirror (subject syntax, the allow-list, reserved headers, the
- * outbox's limits, header values), so a handler that passes its tests is not
- * refused by the host, and its handling of a refused publish can be tested
- * too.
+ * `Nats-Msg-Id` may be set, no config value exists, no key-value bucket may
+ * be reached, the outbox takes 100 messages and 1 MiB, and a delivery may
+ * stage 64 key-value writes and 256 KiB. It checks publishes the way the
+ * host does where that is cheap to mirror (subject syntax, the allow-list,
+ * reserved headers, the outbox's limits, header values), and key-value calls
+ * by the host's rules (the `kv` table and its modes, the key grammar, the
+ * limits, one conditional write per delivery), so a handler that passes its
+ * tests is not refused by the host, and its handling of a refusal can be
+ * tested too.
+ *
+ * Its buckets (`kvState`) keep their state from one delivery to the next; a
+ * delivery's writes are staged until it is committed.
  */
 export class RecordingHost {
   /**
    * @param {{config?: Record<string, string>, allow?: string[], allowHeaders?: string[],
-   *   maxOutboxMessages?: number, maxOutboxBytes?: number, handlerName?: string}} [options]
+   *   maxOutboxMessages?: number, maxOutboxBytes?: number, handlerName?: string,
+   *   buckets?: Record<string, 'read' | 'read-write'>, maxKvWrites?: number, maxKvWriteBytes?: number,
+   *   unavailable?: string[]}} [options]
    *   `allow` lists the subjects the handler may publish to, with NATS
-   *   wildcards (its `publish` setting), and `allowHeaders` the `Nats-*`
-   *   headers it may set (its `allow_headers`); both are empty unless given,
-   *   as in the host.
+   *   wildcards (its `publish` setting), `allowHeaders` the `Nats-*`
+   *   headers it may set (its `allow_headers`), and `buckets` its `kv` table;
+   *   all are empty unless given, as in the host. `unavailable` names
+   *   buckets whose reads fail with `KvUnavailable`.
    */
   constructor({
     config = {},
@@ -111,6 +140,10 @@ export class RecordingHost {
     maxOutboxMessages = MAX_OUTBOX_MESSAGES,
     maxOutboxBytes = MAX_OUTBOX_BYTES,
     handlerName = 'test',
+    buckets,
+    maxKvWrites = MAX_KV_WRITES,
+    maxKvWriteBytes = MAX_KV_WRITE_BYTES,
+    unavailable,
   } = {}) {
     this.config = { ...config };
     this.allow = patterns(allow, 'allow');
@@ -118,16 +151,50 @@ export class RecordingHost {
     this.maxOutboxMessages = maxOutboxMessages;
     this.maxOutboxBytes = maxOutboxBytes;
     this.handlerName = handlerName;
-    /** @type {Published[]} */
-    this.published = [];
+    this.kvSettings = {
+      handlerName,
+      buckets: checkBuckets(buckets),
+      maxKvWrites,
+      maxKvWriteBytes,
+      unavailable: new Set(patterns(unavailable, 'unavailable')),
+    };
+    /** The buckets' state, kept from one delivery to the next. */
+    this.kvState = new Buckets();
     /** @type {{level: string, message: string}[]} */
     this.logs = [];
-    /** Bytes in the outbox so far, counted as the host counts them. */
-    this.outboxBytes = 0;
+    this.outbox = new Outbox();
+    /** One outbox per message while a batch runs, else undefined. @type {Outbox[] | undefined} */
+    this.batch = undefined;
+  }
+
+  /** Whether a batch handler is running: the single-message calls are refused. */
+  get inBatch() {
+    return this.batch !== undefined;
+  }
+
+  /** What was published so far (by a handler of one message at a time). @type {Published[]} */
+  get published() {
+    return this.outbox.published;
+  }
+
+  /** Bytes in the outbox so far, counted as the host counts them. */
+  get outboxBytes() {
+    return this.outbox.bytes;
+  }
+
+  #target(index) {
+    if (index === undefined) {
+      return this.outbox;
+    }
+    if (this.batch === undefined) {
+      throw new Error(`message ${index} of a batch, but no batch is running`);
+    }
+    return this.batch[index];
   }
 
   /** @param {[string, string[]][]} headers */
-  publish(subject, payload, headers) {
+  publish(subject, payload, headers, index = undefined) {
+    const outbox = this.#target(index);
     const problem = subjectProblem(subject);
     if (problem !== undefined) {
       throw new InvalidPublish(problem);
@@ -138,20 +205,20 @@ export class RecordingHost {
           `${JSON.stringify(this.allow)} (its publish setting in wharf.toml; tests pass the allow option)`,
       );
     }
-    if (this.published.length >= this.maxOutboxMessages) {
+    if (outbox.published.length >= this.maxOutboxMessages) {
       throw new OutboxFull(`at most ${this.maxOutboxMessages} messages per delivery`);
     }
     const pairs = this.#checkHeaders(headers);
-    const size = UTF8.encode(subject).length + payload.length + headerWireSize(pairs) + TEST_HOST_HEADER_BYTES;
-    if (this.outboxBytes + size > this.maxOutboxBytes) {
+    const size = UTF8.encode(subject).length + payload.length + headerWireSize(pairs) + outbox.hostHeaderBytes;
+    if (outbox.bytes + size > this.maxOutboxBytes) {
       throw new OutboxFull(`at most ${this.maxOutboxBytes} bytes per delivery, the host's headers included`);
     }
-    this.outboxBytes += size;
+    outbox.bytes += size;
     const grouped = {};
     for (const [name, values] of headers) {
       (grouped[name] ??= []).push(...values);
     }
-    this.published.push(new Published(subject, Uint8Array.from(payload), grouped));
+    outbox.published.push(new Published(subject, Uint8Array.from(payload), grouped));
   }
 
   /**
@@ -220,11 +287,66 @@ export class RecordingHost {
     this.logs.push({ level, message });
   }
 
-  /** Forgets what was published and logged so far, and empties the outbox. */
+  /** @returns {{value: Uint8Array, revision: number} | undefined} */
+  readKey(bucket, key, index = undefined) {
+    return this.#target(index).staging.get(this.kvSettings, this.kvState, bucket, key);
+  }
+
+  stagePut(bucket, key, value, expected, index = undefined) {
+    this.#target(index).staging.stage(this.kvSettings, bucket, key, value, expected ?? ALWAYS);
+  }
+
+  stageCreate(bucket, key, value, index = undefined) {
+    this.#target(index).staging.stage(this.kvSettings, bucket, key, value, ABSENT);
+  }
+
+  stageDelete(bucket, key, expected, index = undefined) {
+    this.#target(index).staging.stage(this.kvSettings, bucket, key, undefined, expected ?? ALWAYS);
+  }
+
+  /** The key-value writes staged so far (by a handler of one message at a time), not yet applied. */
+  stagedWrites() {
+    return this.outbox.staging.writes();
+  }
+
+  /**
+   * Applies the staged key-value writes as the host does when a delivery
+   * succeeds, and starts a new staging. Returns undefined, or the conflict
+   * when a conditional write's condition no longer holds (then nothing is
+   * applied).
+   */
+  commit() {
+    const writes = this.outbox.staging.writes();
+    this.outbox.staging = new Staging();
+    return this.kvState.apply(writes);
+  }
+
+  /** Drops the staged key-value writes, as the host does when a delivery does not succeed. */
+  discard() {
+    this.outbox.staging = new Staging();
+  }
+
+  /** Forgets what was published and logged so far, empties the outbox and drops staged writes. */
   clear() {
-    this.published.length = 0;
+    this.outbox = new Outbox();
     this.logs.length = 0;
-    this.outboxBytes = 0;
+  }
+
+  /** Starts a delivery of `msg`: an empty outbox, sized for its stream and consumer, and no staged writes. */
+  begin(msg) {
+    this.outbox = msg === undefined ? new Outbox() : new Outbox(msg.stream, msg.consumer);
+  }
+
+  /** Starts a batch: one empty outbox per message. */
+  beginBatch(messages) {
+    this.batch = messages.map((m) => new Outbox(m.stream, m.consumer));
+  }
+
+  /** Ends a batch, returning each message's outbox. */
+  endBatch() {
+    const batch = this.batch ?? [];
+    this.batch = undefined;
+    return batch;
   }
 }
 

@@ -5,7 +5,7 @@
 // check that one.)
 
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { register as registerHooks } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,4 +120,26 @@ test('an error thrown in an npm package is placed at the handler call that reach
   });
   assert.match(lines.at(-1), /^TypeError: .* \(at handler\.js:5:\d+\)$/);
   assert.ok(lines.some((line) => line.includes('node_modules/totals/index.js:2:')), lines.join('\n'));
+});
+
+test('the first world is guessed from the entry, and a bundle for the wrong world names the right one', { skip }, async () => {
+  assert.equal(build.guessWorld("export const handleBatch = batchHandler((b) => []);"), 'batch-handler');
+  assert.equal(build.guessWorld("export const handle = handler((m) => {});"), 'handler');
+  // Registered under another name, so the guess is wrong; the bundle says so when evaluated.
+  const dir = await mkdtemp(join(work, 'world-'));
+  const entry = join(dir, 'handler.js');
+  await writeFile(
+    entry,
+    "import * as wharf from 'wharf-guest';\nconst register = wharf['batch' + 'Handler'];\nregister((batch) => batch.messages.map(() => undefined));\n",
+  );
+  assert.equal(build.guessWorld(await readFile(entry, 'utf8')), 'handler');
+  await mkdir(join(dir, 'out'));
+  const wrong = join(dir, 'out', 'wrong.js');
+  await writeFile(wrong, await build.bundle(entry, 'handler.js', 'handler'));
+  await assert.rejects(import(pathToFileURL(wrong).href), new RegExp(`${build.WORLD_MARKER}batch-handler`));
+  const right = join(dir, 'out', 'right.js');
+  await writeFile(right, await build.bundle(entry, 'handler.js', 'batch-handler'));
+  const module = await import(pathToFileURL(right).href);
+  assert.equal(typeof module.handleBatch, 'function');
+  assert.equal(module.handle, undefined);
 });

@@ -1,12 +1,28 @@
-// Unit tests of the component glue (src/component.js) against a stand-in for
-// the `wharf:handler/host@0.1.0` import. Building and running the examples
-// checks it against the real bindings.
+// Unit tests of the component glue of the `handler` world (src/component.js)
+// against stand-ins for the `wharf:handler/host@0.2.0` and `kv@0.2.0`
+// imports. Building and running the fixtures and examples checks it against
+// the real bindings.
 
 import assert from 'node:assert/strict';
 import { register as registerHooks } from 'node:module';
 import { test } from 'node:test';
 
-import { InvalidPublish, log, Message, OutboxFull, publish, PublishNotAllowed, Reject, Retry, config } from 'wharf-guest';
+import {
+  config,
+  InvalidPublish,
+  KvDenied,
+  KvInvalid,
+  KvLimit,
+  KvUnavailable,
+  kv,
+  log,
+  Message,
+  OutboxFull,
+  publish,
+  PublishNotAllowed,
+  Reject,
+  Retry,
+} from 'wharf-guest';
 import { register, unregister } from '../src/dispatch.js';
 
 registerHooks('./fixtures/host-hooks.mjs', import.meta.url);
@@ -73,6 +89,52 @@ test('outcomes map to the WIT result the bindings expect', async () => {
     await handleWith(() => publish('denied', '')),
     { tag: 'err', val: { tag: 'reject', val: 'publish not allowed: denied refused' } },
   );
+});
+
+test('key-value calls reach the kv imports with bytes and BigInt revisions; entries come back', () => {
+  calls.length = 0;
+  const accounts = kv.bucket('accounts');
+  const entry = accounts.get('a');
+  assert.deepEqual([new TextDecoder().decode(entry.value), entry.revision], ['10', 7]);
+  assert.equal(accounts.get('b'), undefined);
+  accounts.put('a', '11', { expected: entry.revision });
+  accounts.create('c', new Uint8Array([1]));
+  accounts.delete('d');
+  accounts.putJson('e', { n: 1 });
+  const utf8 = (s) => new TextEncoder().encode(s);
+  assert.deepEqual(calls, [
+    ['get', 'accounts', 'a'],
+    ['get', 'accounts', 'b'],
+    ['put', 'accounts', 'a', utf8('11'), 7n],
+    ['create', 'accounts', 'c', new Uint8Array([1])],
+    ['delete', 'accounts', 'd', undefined],
+    ['put', 'accounts', 'e', utf8('{"n":1}'), undefined],
+  ]);
+});
+
+test('refused key-value calls become KvError subclasses with the host text', () => {
+  for (const [key, cls] of [
+    ['denied', KvDenied],
+    ['invalid', KvInvalid],
+    ['limit', KvLimit],
+    ['unavailable', KvUnavailable],
+  ]) {
+    assert.throws(
+      () => kv.bucket('b').get(key),
+      (e) => e instanceof cls && e.detail === `${key} refused` && e.kind === key,
+    );
+  }
+});
+
+test('uncaught key-value errors retry when unavailable and reject otherwise', async () => {
+  assert.deepEqual(await handleWith(() => kv.bucket('b').get('unavailable')), {
+    tag: 'err',
+    val: { tag: 'retry', val: undefined },
+  });
+  assert.deepEqual(await handleWith(() => kv.bucket('b').put('denied', '')), {
+    tag: 'err',
+    val: { tag: 'reject', val: 'key-value access denied: denied refused' },
+  });
 });
 
 test('an uncaught error writes its stack, then Name: message (at file:line:column) last, then traps through fetch', async () => {

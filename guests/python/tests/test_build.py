@@ -1,4 +1,4 @@
-"""Tests of `scripts/build-python-handler.sh` refusing a handler: one line, no traceback.
+"""Tests of `scripts/build-python-handler.sh`: refusals in one line, no traceback; the world follows the module.
 
 They run the real build, with the componentize-py the script installs into
 `guests/python/.tools` on its first run; without it they are skipped rather
@@ -46,13 +46,36 @@ class BuildRefusalTest(unittest.TestCase):
             "error: handler.py: handle is an async def; Wharf handlers are plain functions\n",
         )
 
+    def test_the_world_follows_what_the_module_registers(self):
+        """A batch handler the module's text does not reveal is built again for `batch-handler` after the first guess."""
+        result = self.build(
+            "import wharf\n\nregister = getattr(wharf, 'batch_' + 'handler')\n\n\n@register\n"
+            "def handle(batch):\n    return [None] * len(batch)\n"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(", world batch-handler)", result.stderr.splitlines()[-1])
+
+    def test_two_handlers_fail_the_build_with_one_line(self):
+        """A module that registers a handler and a batch handler fails the build, naming both."""
+        result = self.build(
+            "import wharf\n\n\n@wharf.handler\ndef handle(msg):\n    pass\n\n\n"
+            "@wharf.batch_handler\ndef handle_batch(batch):\n    return []\n"
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(
+            result.stderr,
+            "error: handler.py: handle_batch: a handler is already registered (handle, with @wharf.handler); "
+            "a component has exactly one, made by @wharf.handler or @wharf.batch_handler\n",
+        )
+
     def test_a_module_without_a_handler_fails_the_build_with_one_line(self):
         """A module that registers no handler fails the build with one line saying what to do."""
         result = self.build("def handle(msg):\n    pass\n")
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertEqual(
             result.stderr,
-            "error: module handler registers no handler: decorate its handler function with @wharf.handler\n",
+            "error: module handler registers no handler: decorate its handler function with @wharf.handler "
+            "(or @wharf.batch_handler)\n",
         )
 
 

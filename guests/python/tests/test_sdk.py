@@ -361,8 +361,8 @@ class TrapTest(unittest.TestCase):
     def setUp(self):
         self.stderr = io.StringIO()
         self.aborted = 0
-        self.saved = (_dispatch._handler, _dispatch._abort, _dispatch.sys.stderr)
-        _dispatch._handler = None
+        self.saved = (_dispatch._handler, _dispatch._kind, _dispatch._abort, _dispatch.sys.stderr)
+        _dispatch.unregister()
 
         def abort():
             self.aborted += 1
@@ -371,10 +371,10 @@ class TrapTest(unittest.TestCase):
         _dispatch.sys.stderr = self.stderr
 
     def tearDown(self):
-        _dispatch._handler, _dispatch._abort, _dispatch.sys.stderr = self.saved
+        _dispatch._handler, _dispatch._kind, _dispatch._abort, _dispatch.sys.stderr = self.saved
 
     def dispatch(self, func):
-        _dispatch._handler = None
+        _dispatch.unregister()
         _dispatch.register(func)
         return _dispatch.run(Message.for_test("a")._raw)
 
@@ -513,10 +513,16 @@ class TrapTest(unittest.TestCase):
         self.assertTrue(self.last_line().startswith("TypeError: the handler returned generator"))
 
     def test_registering_a_second_handler_fails(self):
-        """A component has exactly one handler."""
+        """A component has exactly one handler, of one kind: a second one fails the build with one line."""
         _dispatch.register(lambda msg: None)
-        with self.assertRaises(RuntimeError):
+        with self.assertRaisesRegex(_dispatch.InvalidHandler, "a handler is already registered"):
             _dispatch.register(lambda msg: None)
+        _dispatch.unregister()
+        first = lambda batch: []  # noqa: E731
+        _dispatch.register(first, "batch")
+        _dispatch.register(first, "batch")
+        with self.assertRaisesRegex(_dispatch.InvalidHandler, r"with @wharf\.batch_handler"):
+            _dispatch.register(first, "handler")
 
 
 class HostInstallTest(unittest.TestCase):

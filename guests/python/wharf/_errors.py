@@ -1,4 +1,4 @@
-"""How a handler says a delivery did not succeed, and why the host refused a publish."""
+"""How a handler says a delivery did not succeed, and why the host refused a publish or a key-value call."""
 
 from __future__ import annotations
 
@@ -108,3 +108,53 @@ def _delay_ms(delay: Optional[Delay]) -> Optional[int]:
 
 
 _MAX_MS = 2**64 - 1
+
+
+class KvError(Exception):
+    """Why a key-value call failed.
+
+    `kind` is `"denied"`, `"invalid"`, `"limit"` or `"unavailable"`, and each
+    has its own subclass. Left uncaught, `KvUnavailable` retries the message
+    (after the handler's backoff, like `Retry()`) and every other case
+    rejects it with its text, since running it again would meet the same
+    refusal; catch it to decide otherwise.
+    """
+
+    kind = ""
+    prefix = ""
+
+    def __init__(self, detail: str):
+        self.detail = str(detail)
+        super().__init__(f"{self.prefix}: {self.detail}")
+
+
+class KvDenied(KvError):
+    """The bucket is not in the handler's `kv` table, or it is `"read"` only and the call writes."""
+
+    kind = "denied"
+    prefix = "key-value access denied"
+
+
+class KvInvalid(KvError):
+    """The key (or bucket name) is not valid for JetStream key-value, or a key was written twice under different conditions."""
+
+    kind = "invalid"
+    prefix = "invalid key-value call"
+
+
+class KvLimit(KvError):
+    """The delivery's staged writes would exceed its limits: count, bytes, or a second conditional write."""
+
+    kind = "limit"
+    prefix = "key-value limit"
+
+
+class KvUnavailable(KvError):
+    """The bucket could not be read now (the server is unreachable, a leader election); retrying is the usual answer."""
+
+    kind = "unavailable"
+    prefix = "key-value unavailable"
+
+
+#: The `KvError` subclass for each WIT `kv-error` case, by its name.
+KV_ERRORS = {cls.kind: cls for cls in (KvDenied, KvInvalid, KvLimit, KvUnavailable)}

@@ -1,18 +1,36 @@
-"""Where `publish`, `config` and the log go: the Wharf host inside a component, a recording host elsewhere.
+"""Where `publish`, `config`, the log and key-value calls go: the Wharf host inside a component, a recording host elsewhere.
 
-Inside a component, `wharf._component` installs an adapter over the bindings
-componentize-py generates from `wit/`. Anywhere else (unit tests, a REPL) the
-SDK talks to a `RecordingHost`, so a handler runs unchanged outside the host.
+Inside a component, `wharf._component` (the `handler` world) or
+`wharf._batch_component` (the `batch-handler` world) installs an adapter over
+the bindings componentize-py generates from `wit/0.2.0`. Anywhere else (unit
+tests, a REPL) the SDK talks to a `RecordingHost`, so a handler runs
+unchanged outside the host.
+
+Every host has the same calls: `publish`, `get_config`, `log`, and for
+key-value state `read_key`, `stage_put`, `stage_create` and `stage_delete`.
+Those a message makes take an `index`: None for a handler of one message at
+a time, the message's place in its batch for a batch handler; `in_batch`
+says which kind is running.
 """
 
 from __future__ import annotations
 
 import json as _json
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._errors import InvalidPublish, OutboxFull, PublishNotAllowed
+from ._memory import (
+    ABSENT,
+    ALWAYS,
+    MAX_KV_WRITE_BYTES,
+    MAX_KV_WRITES,
+    Buckets,
+    KvSettings,
+    Staging,
+    Write,
+)
 
 #: Log levels, in the order of the WIT `level` enum.
 LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -92,35 +110,97 @@ def header_wire_size(headers: Sequence[Tuple[str, str]]) -> int:
 TEST_HOST_HEADER_BYTES = host_header_bytes("TEST", "test")
 
 
-@dataclass
+class _Outbox:
+    """What one message staged: its outputs and its key-value writes."""
+
+    def __init__(self, stream: str = "TEST", consumer: str = "test"):
+        self.published: List[Published] = []
+        self.bytes = 0
+        self.host_header_bytes = host_header_bytes(stream, consumer)
+        self.staging = Staging()
+
+
 class RecordingHost:
     """A stand-in for the Wharf host that records what a handler asks of it.
 
     Its defaults are the host's for a handler whose `wharf.toml` entry sets
     nothing: no subject may be published to, no `Nats-*` header other than
-    `Nats-Msg-Id` may be set, no config value exists, and the outbox takes
-    100 messages and 1 MiB. It checks publishes the way the host does where
-    that is cheap to mirror (subject syntax, the allow-list, reserved
-    headers, the outbox's limits, header values), so a handler that passes
-    its tests is not refused by the host, and its handling of a refused
-    publish can be tested too.
+    `Nats-Msg-Id` may be set, no config value exists, no key-value bucket may
+    be reached, the outbox takes 100 messages and 1 MiB, and a delivery may
+    stage 64 key-value writes and 256 KiB. It checks publishes the way the
+    host does where that is cheap to mirror (subject syntax, the allow-list,
+    reserved headers, the outbox's limits, header values), and key-value
+    calls by the host's rules (the `kv` table and its modes, the key
+    grammar, the limits, one conditional write per delivery), so a handler
+    that passes its tests is not refused by the host, and its handling of a
+    refusal can be tested too.
+
+    Its buckets (`kv_state`) keep their state from one delivery to the
+    next; a delivery's writes are staged until it is committed.
     """
 
-    config: Dict[str, str] = field(default_factory=dict)
-    #: Subjects the handler may publish to, with NATS wildcards: the handler's
-    #: `publish` setting, empty unless given, as in the host.
-    allow: Sequence[str] = field(default_factory=list)
-    #: `Nats-*` headers other than `Nats-Msg-Id` the handler may set: its `allow_headers` setting.
-    allow_headers: Sequence[str] = field(default_factory=list)
-    max_outbox_messages: int = MAX_OUTBOX_MESSAGES
-    #: Payloads, subjects and headers, the host's own included, as the host counts them.
-    max_outbox_bytes: int = MAX_OUTBOX_BYTES
-    handler_name: str = "test"
-    published: List[Published] = field(default_factory=list)
-    logs: List[LogLine] = field(default_factory=list)
-    outbox_bytes: int = 0
+    def __init__(
+        self,
+        config: Optional[Mapping[str, str]] = None,
+        allow: Optional[Sequence[str]] = None,
+        allow_headers: Optional[Sequence[str]] = None,
+        max_outbox_messages: int = MAX_OUTBOX_MESSAGES,
+        max_outbox_bytes: int = MAX_OUTBOX_BYTES,
+        handler_name: str = "test",
+        *,
+        buckets: Optional[Mapping[str, str]] = None,
+        max_kv_writes: int = MAX_KV_WRITES,
+        max_kv_write_bytes: int = MAX_KV_WRITE_BYTES,
+        unavailable: Sequence[str] = (),
+    ):
+        self.config: Dict[str, str] = dict(config or {})
+        #: Subjects the handler may publish to, with NATS wildcards: the handler's
+        #: `publish` setting, empty unless given, as in the host.
+        self.allow: List[str] = list(allow or [])
+        #: `Nats-*` headers other than `Nats-Msg-Id` the handler may set: its `allow_headers` setting.
+        self.allow_headers: List[str] = list(allow_headers or [])
+        self.max_outbox_messages = max_outbox_messages
+        #: Payloads, subjects and headers, the host's own included, as the host counts them.
+        self.max_outbox_bytes = max_outbox_bytes
+        self.handler_name = handler_name
+        self.kv_settings = KvSettings(
+            handler_name=handler_name,
+            buckets=buckets,
+            max_kv_writes=max_kv_writes,
+            max_kv_write_bytes=max_kv_write_bytes,
+            unavailable=set(unavailable),
+        )
+        #: The buckets' state, kept from one delivery to the next.
+        self.kv_state = Buckets()
+        self.logs: List[LogLine] = []
+        self._outbox = _Outbox()
+        #: One outbox per message while a batch runs, else None.
+        self._batch: Optional[List[_Outbox]] = None
 
-    def publish(self, subject: str, payload: bytes, headers: HeaderList) -> None:
+    @property
+    def in_batch(self) -> bool:
+        """Whether a batch handler is running: the single-message calls are refused."""
+        return self._batch is not None
+
+    @property
+    def published(self) -> List[Published]:
+        """What was published so far (by a handler of one message at a time)."""
+        return self._outbox.published
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes in the outbox so far, counted as the host counts them."""
+        return self._outbox.bytes
+
+    def _target(self, index: Optional[int]) -> _Outbox:
+        if index is None:
+            return self._outbox
+        if self._batch is None:
+            raise RuntimeError(f"message {index} of a batch, but no batch is running")
+        return self._batch[index]
+
+    def publish(self, subject: str, payload: bytes, headers: HeaderList, index: Optional[int] = None) -> None:
+        outbox = self._target(index)
         problem = subject_problem(subject)
         if problem is not None:
             raise InvalidPublish(problem)
@@ -129,17 +209,17 @@ class RecordingHost:
                 f'subject "{subject}" is not in handler "{self.handler_name}"\'s publish allow-list '
                 f"{_json.dumps(list(self.allow))} (its publish setting in wharf.toml; tests pass allow=[...])"
             )
-        if len(self.published) >= self.max_outbox_messages:
+        if len(outbox.published) >= self.max_outbox_messages:
             raise OutboxFull(f"at most {self.max_outbox_messages} messages per delivery")
         pairs = self._check_headers(headers)
-        size = len(subject.encode()) + len(payload) + header_wire_size(pairs) + TEST_HOST_HEADER_BYTES
-        if self.outbox_bytes + size > self.max_outbox_bytes:
+        size = len(subject.encode()) + len(payload) + header_wire_size(pairs) + outbox.host_header_bytes
+        if outbox.bytes + size > self.max_outbox_bytes:
             raise OutboxFull(f"at most {self.max_outbox_bytes} bytes per delivery, the host's headers included")
-        self.outbox_bytes += size
+        outbox.bytes += size
         grouped: Dict[str, List[str]] = {}
         for name, values in headers:
             grouped.setdefault(name, []).extend(values)
-        self.published.append(Published(subject, bytes(payload), grouped))
+        outbox.published.append(Published(subject, bytes(payload), grouped))
 
     def allows(self, subject: str) -> bool:
         """Whether the allow-list lets the handler publish to `subject`, as the host decides it.
@@ -192,11 +272,53 @@ class RecordingHost:
     def log(self, level: str, message: str) -> None:
         self.logs.append(LogLine(level, message))
 
+    def read_key(self, bucket: str, key: str, index: Optional[int] = None) -> Optional[Tuple[bytes, int]]:
+        return self._target(index).staging.get(self.kv_settings, self.kv_state, bucket, key)
+
+    def stage_put(self, bucket: str, key: str, value: bytes, expected: Optional[int], index: Optional[int] = None) -> None:
+        self._target(index).staging.stage(self.kv_settings, bucket, key, value, ALWAYS if expected is None else expected)
+
+    def stage_create(self, bucket: str, key: str, value: bytes, index: Optional[int] = None) -> None:
+        self._target(index).staging.stage(self.kv_settings, bucket, key, value, ABSENT)
+
+    def stage_delete(self, bucket: str, key: str, expected: Optional[int], index: Optional[int] = None) -> None:
+        self._target(index).staging.stage(self.kv_settings, bucket, key, None, ALWAYS if expected is None else expected)
+
+    def staged_writes(self) -> List[Write]:
+        """The key-value writes staged so far (by a handler of one message at a time), not yet applied."""
+        return self._outbox.staging.writes()
+
+    def commit(self) -> Optional[str]:
+        """Applies the staged key-value writes as the host does when a delivery succeeds, and starts a new staging.
+
+        Returns None, or the conflict when a conditional write's condition no
+        longer holds (then nothing is applied).
+        """
+        writes = self._outbox.staging.writes()
+        self._outbox.staging = Staging()
+        return self.kv_state.apply(writes)
+
+    def discard(self) -> None:
+        """Drops the staged key-value writes, as the host does when a delivery does not succeed."""
+        self._outbox.staging = Staging()
+
     def clear(self) -> None:
-        """Forgets what was published and logged so far, and empties the outbox."""
-        self.published.clear()
+        """Forgets what was published and logged so far, empties the outbox and drops staged writes."""
+        self._outbox = _Outbox()
         self.logs.clear()
-        self.outbox_bytes = 0
+
+    def begin(self, msg=None) -> None:
+        """Starts a delivery of `msg`: an empty outbox, sized for its stream and consumer, and no staged writes."""
+        self._outbox = _Outbox() if msg is None else _Outbox(msg.stream, msg.consumer)
+
+    def begin_batch(self, messages) -> None:
+        """Starts a batch: one empty outbox per message."""
+        self._batch = [_Outbox(m.stream, m.consumer) for m in messages]
+
+    def end_batch(self) -> List[_Outbox]:
+        """Ends a batch, returning each message's outbox."""
+        batch, self._batch = self._batch or [], None
+        return batch
 
 
 def subject_problem(subject: str) -> Optional[str]:

@@ -19,6 +19,7 @@ mod measure;
 mod native;
 mod report;
 mod scenarios;
+mod state;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -76,7 +77,12 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
-    for (name, subject) in [("BENCH_OUT", "bench.out"), ("BENCH_DLQ", "bench.dlq")] {
+    for (name, subject) in [
+        ("BENCH_OUT", "bench.out"),
+        ("BENCH_DLQ", "bench.dlq"),
+        ("BENCH_COUNTED", "counted.>"),
+        ("WHARF_EFFECTS", "$WHARF.fx.>"),
+    ] {
         js.create_stream(jetstream::stream::Config {
             name: name.into(),
             subjects: vec![subject.into()],
@@ -230,6 +236,65 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
             "wharf_server_cpu_us_per_msg": server_cpu(&wharf_runs),
             "native_peak_rss_kib": peak(&native),
             "wharf_peak_rss_kib": peak(&wharf_runs),
+        }));
+    }
+
+    // The counter workload: key-value state, exactly once in effect.
+    if only.as_deref().is_none_or(|o| o == "counter") {
+        let messages = settings.messages / 2;
+        let (mut native, mut fresh, mut reuse) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..settings.rounds {
+            for (side, runs) in [
+                (state::Counter::Native, &mut native),
+                (state::Counter::Wharf(""), &mut fresh),
+                (state::Counter::Wharf("isolation = \"reuse\""), &mut reuse),
+            ] {
+                run_id += 1;
+                runs.push(state::run(&server, &js, messages, run_id, side).await?);
+            }
+        }
+        let (n, w, r) = (summary(&native), summary(&fresh), summary(&reuse));
+        let cpu = |runs: &[Run]| median(runs.iter().map(|r| r.cpu_us_per_msg).collect());
+        let server_cpu =
+            |runs: &[Run]| median(runs.iter().map(|r| r.server_cpu_us_per_msg).collect());
+        println!(
+            "{:<26} native {:>7.0} msg/s [{:.0}–{:.0}]  wharf {:>7.0} [{:.0}–{:.0}] ratio {:.2}  wharf reuse {:>7.0} [{:.0}–{:.0}] ratio {:.2}",
+            format!("counter-{}-keys", state::KEYS),
+            n.0,
+            n.1,
+            n.2,
+            w.0,
+            w.1,
+            w.2,
+            w.0 / n.0,
+            r.0,
+            r.1,
+            r.2,
+            r.0 / n.0
+        );
+        println!(
+            "{:<26} CPU µs/msg, host + nats-server: native {:.1} + {:.1}  wharf {:.1} + {:.1}  reuse {:.1} + {:.1}",
+            "",
+            cpu(&native),
+            server_cpu(&native),
+            cpu(&fresh),
+            server_cpu(&fresh),
+            cpu(&reuse),
+            server_cpu(&reuse),
+        );
+        report.push(json!({
+            "scenario": format!("counter-{}-keys", state::KEYS),
+            "native_msgs_per_sec": n.0.round(),
+            "wharf_msgs_per_sec": w.0.round(),
+            "ratio": (w.0 / n.0 * 1000.0).round() / 1000.0,
+            "reuse_msgs_per_sec": r.0.round(),
+            "reuse_ratio": (r.0 / n.0 * 1000.0).round() / 1000.0,
+            "native_cpu_us_per_msg": cpu(&native),
+            "native_server_cpu_us_per_msg": server_cpu(&native),
+            "wharf_cpu_us_per_msg": cpu(&fresh),
+            "wharf_server_cpu_us_per_msg": server_cpu(&fresh),
+            "reuse_cpu_us_per_msg": cpu(&reuse),
+            "reuse_server_cpu_us_per_msg": server_cpu(&reuse),
         }));
     }
 

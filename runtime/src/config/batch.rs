@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units::parse_duration;
+use super::units::{DurationText, parse_duration};
 use super::{ConfigError, Site};
 
 /// The most messages one batch may hold: a batch's messages are in guest
@@ -35,7 +35,7 @@ pub struct BatchConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBatch {
     max_messages: Option<usize>,
-    max_wait: Option<String>,
+    max_wait: Option<DurationText>,
     bisect: Option<bool>,
 }
 
@@ -69,4 +69,13 @@ pub(super) fn validate(site: &Site<'_>, raw: RawBatch) -> Result<BatchConfig, Co
         max_wait,
         bisect: raw.bisect.unwrap_or(true),
     })
+}
+
+impl super::HandlerConfig {
+    /// The most messages one host holds for the handler: those running (in
+    /// `concurrency` deliveries, or batches of up to `max_messages`) and
+    /// the `prefetch` line.
+    pub fn held(&self) -> usize {
+        self.concurrency * self.batch.map_or(1, |b| b.max_messages) + self.prefetch
+    }
 }

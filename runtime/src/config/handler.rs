@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::batch::BatchConfig;
+use super::compat::{CompatConfig, RawCompat};
 use super::kv::KvConfig;
-use super::units::{is_valid_name, parse_duration};
+use super::units::{DurationText, SizeText, is_valid_name, parse_duration};
 use super::{ConfigError, Site, defaults};
 use crate::subject::{self, AllowList};
 
@@ -87,6 +88,8 @@ pub struct HandlerConfig {
     pub recreate_consumer: bool,
     /// The key-value buckets the guest may reach, and the limits on writes.
     pub kv: KvConfig,
+    /// Settings for a component written for another host's world.
+    pub compat: CompatConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,13 +104,13 @@ pub(super) struct RawHandler {
     prefetch: Option<usize>,
     batch: Option<super::batch::RawBatch>,
     max_attempts: Option<u32>,
-    ack_wait: Option<String>,
-    timeout: Option<String>,
-    memory: Option<String>,
+    ack_wait: Option<DurationText>,
+    timeout: Option<DurationText>,
+    memory: Option<SizeText>,
     fuel: Option<u64>,
-    backoff: Option<Vec<String>>,
+    backoff: Option<Vec<DurationText>>,
     backoff_jitter: Option<f64>,
-    max_retry_delay: Option<String>,
+    max_retry_delay: Option<DurationText>,
     dead_letter: Option<String>,
     drop_after_max_attempts: Option<bool>,
     double_ack: Option<bool>,
@@ -116,8 +119,8 @@ pub(super) struct RawHandler {
     #[serde(default)]
     allow_headers: Vec<String>,
     max_outbox_messages: Option<usize>,
-    max_outbox_bytes: Option<String>,
-    max_output_bytes: Option<String>,
+    max_outbox_bytes: Option<SizeText>,
+    max_output_bytes: Option<SizeText>,
     #[serde(default)]
     config: BTreeMap<String, String>,
     isolation: Option<String>,
@@ -126,7 +129,14 @@ pub(super) struct RawHandler {
     #[serde(default)]
     kv: BTreeMap<String, String>,
     max_kv_writes: Option<usize>,
-    max_kv_write_bytes: Option<String>,
+    max_kv_write_bytes: Option<SizeText>,
+    on_error: Option<String>,
+    #[serde(default)]
+    request: Vec<String>,
+    request_timeout: Option<DurationText>,
+    max_requests: Option<usize>,
+    #[serde(default)]
+    messaging_clients: Vec<String>,
 }
 
 impl RawHandler {
@@ -146,6 +156,9 @@ fn is_valid_handler_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Validates one handler, recording every problem on `site` and going on
+/// past it, so that one run names them all; the value returned is only
+/// used when no problem was recorded.
 pub(super) fn validate(
     site: &Site<'_>,
     h: RawHandler,
@@ -153,84 +166,105 @@ pub(super) fn validate(
 ) -> Result<HandlerConfig, ConfigError> {
     let stream = h.stream;
     if !is_valid_name(&stream) {
-        return Err(site.err("stream", format!("\"{stream}\" is not a valid stream name")));
+        site.report("stream", format!("\"{stream}\" is not a valid stream name"));
     }
     let consumer = h.consumer.unwrap_or_else(|| format!("wharf-{}", h.name));
     if !is_valid_name(&consumer) {
-        return Err(site.err(
+        site.report(
             "consumer",
             format!("\"{consumer}\" is not a valid durable name (no spaces, '.', '*', '>')"),
-        ));
+        );
     }
-    if let Some(f) = &h.filter_subject {
-        subject::validate(f, true).map_err(|e| site.err("filter_subject", e))?;
+    if let Some(f) = &h.filter_subject
+        && let Err(e) = subject::validate(f, true)
+    {
+        site.report("filter_subject", e);
     }
     let concurrency = h.concurrency.unwrap_or(defaults::CONCURRENCY);
     if concurrency == 0 || concurrency > 10_000 {
-        return Err(site.err("concurrency", "must be between 1 and 10000"));
+        site.report("concurrency", "must be between 1 and 10000");
     }
     let batch = h
         .batch
-        .map(|b| super::batch::validate(site, b))
-        .transpose()?;
+        .and_then(|b| site.note(super::batch::validate(site, b)));
     // The messages the running deliveries (or batches) hold at most.
     let running = concurrency * batch.map_or(1, |b| b.max_messages);
-    if running > 10_000 {
-        return Err(site.err(
+    if batch.is_some() && running > 10_000 {
+        site.report(
             "concurrency",
             "with `batch`, concurrency × batch.max_messages must be at most 10000",
-        ));
+        );
     }
     let prefetch = h.prefetch.unwrap_or(running);
     if prefetch > 10_000 {
-        return Err(site.err("prefetch", "must be between 0 and 10000"));
+        site.report("prefetch", "must be between 0 and 10000");
     }
     let max_attempts = h.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS);
     if max_attempts == 0 {
-        return Err(site.err("max_attempts", "must be at least 1"));
+        site.report("max_attempts", "must be at least 1");
     }
-    let ack_wait = site.duration("ack_wait", h.ack_wait.as_deref(), defaults::ACK_WAIT)?;
+    let ack_wait = site.read_duration("ack_wait", h.ack_wait.as_deref(), defaults::ACK_WAIT);
     if ack_wait < Duration::from_secs(1) {
-        return Err(site.err("ack_wait", "must be at least 1s"));
+        site.report("ack_wait", "must be at least 1s");
     }
-    let timeout = site.duration("timeout", h.timeout.as_deref(), defaults::TIMEOUT)?;
+    let timeout = site.read_duration("timeout", h.timeout.as_deref(), defaults::TIMEOUT);
     if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(24 * 3600) {
-        return Err(site.err("timeout", "must be between 10ms (one epoch tick) and 24h"));
+        site.report("timeout", "must be between 10ms (one epoch tick) and 24h");
     }
-    let memory = site.size("memory", h.memory.as_deref(), defaults::MEMORY)?;
+    let memory = site.read_size("memory", h.memory.as_deref(), defaults::MEMORY);
     if memory < 64 * 1024 {
-        return Err(site.err("memory", "must be at least 64KiB (one WebAssembly page)"));
+        site.report("memory", "must be at least 64KiB (one WebAssembly page)");
     }
     if memory > 4 * 1024 * 1024 * 1024 {
-        return Err(site.err("memory", "must be at most 4GiB (32-bit WebAssembly)"));
+        site.report("memory", "must be at most 4GiB (32-bit WebAssembly)");
     }
-    let backoff = backoff(site, h.backoff.as_deref())?;
+    let backoff = site
+        .note(backoff(site, h.backoff.as_deref()))
+        .unwrap_or_else(|| defaults::BACKOFF.to_vec());
     let backoff_jitter = h.backoff_jitter.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&backoff_jitter) {
-        return Err(site.err("backoff_jitter", "must be between 0.0 and 1.0"));
+        site.report("backoff_jitter", "must be between 0.0 and 1.0");
     }
-    let max_retry_delay = site.duration(
+    let max_retry_delay = site.read_duration(
         "max_retry_delay",
         h.max_retry_delay.as_deref(),
         defaults::MAX_RETRY_DELAY,
-    )?;
-    let publish = AllowList::new(h.publish).map_err(|e| site.err("publish", e))?;
+    );
+    let publish = AllowList::new(h.publish).unwrap_or_else(|e| {
+        site.report("publish", e);
+        AllowList::default()
+    });
     if let Some(d) = &h.dead_letter {
-        dead_letter(site, d, &publish)?;
+        site.note(dead_letter(site, d, &publish));
     }
     let drop_after_max_attempts = h.drop_after_max_attempts.unwrap_or(false);
     if h.dead_letter.is_none() && !drop_after_max_attempts {
-        return Err(site.err(
+        site.report(
             "dead_letter",
             "missing: set a dead-letter subject captured by a stream, \
              or set drop_after_max_attempts = true to drop undeliverable messages",
-        ));
+        );
     }
-    allow_headers(site, &h.allow_headers)?;
-    let isolation = isolation(site, h.isolation.as_deref(), h.reuse_deliveries)?;
+    site.note(allow_headers(site, &h.allow_headers));
+    let isolation = site
+        .note(isolation(site, h.isolation.as_deref(), h.reuse_deliveries))
+        .unwrap_or(Isolation::Fresh);
     if h.fuel == Some(0) {
-        return Err(site.err("fuel", "must be greater than zero when set"));
+        site.report("fuel", "must be greater than zero when set");
     }
+    let compat = site
+        .note(super::compat::validate(
+            site,
+            RawCompat {
+                on_error: h.on_error,
+                request: h.request,
+                request_timeout: h.request_timeout.as_deref().map(str::to_string),
+                max_requests: h.max_requests,
+                messaging_clients: h.messaging_clients,
+            },
+            h.dead_letter.as_deref(),
+        ))
+        .unwrap_or_default();
     Ok(HandlerConfig {
         component: resolve(h.component),
         stream,
@@ -255,34 +289,29 @@ pub(super) fn validate(
         max_outbox_messages: h
             .max_outbox_messages
             .unwrap_or(defaults::MAX_OUTBOX_MESSAGES),
-        max_outbox_bytes: site.size(
+        max_outbox_bytes: site.read_size(
             "max_outbox_bytes",
             h.max_outbox_bytes.as_deref(),
             defaults::MAX_OUTBOX_BYTES,
-        )?,
-        max_output_bytes: site.size(
+        ),
+        max_output_bytes: site.read_size(
             "max_output_bytes",
             h.max_output_bytes.as_deref(),
             defaults::MAX_OUTPUT_BYTES,
-        )?,
+        ),
         values: h.config,
         isolation,
         recreate_consumer: h.recreate_consumer.unwrap_or(false),
-        kv: super::kv::validate(site, h.kv, h.max_kv_writes, h.max_kv_write_bytes.as_deref())?,
+        kv: super::kv::validate(site, h.kv, h.max_kv_writes, h.max_kv_write_bytes.as_deref()),
+        compat,
         name: h.name,
     })
 }
 
 impl HandlerConfig {
-    /// The most messages one host holds for the handler: those running (in
-    /// `concurrency` deliveries, or batches of up to `max_messages`) and
-    /// the `prefetch` line.
-    pub fn held(&self) -> usize {
-        self.concurrency * self.batch.map_or(1, |b| b.max_messages) + self.prefetch
-    }
-
-    /// The settings a reload cannot change, because they shape the consumer
-    /// or the pull loop: those of `self` that differ from `other`.
+    /// The settings a reload cannot change, because they shape the consumer,
+    /// the pull loop or what was bound at start-up: those of `self` that
+    /// differ from `other`.
     pub fn binding_changes(&self, other: &HandlerConfig) -> Vec<&'static str> {
         let mut changed = Vec::new();
         if self.stream != other.stream {
@@ -311,12 +340,16 @@ impl HandlerConfig {
         if self.batch != other.batch {
             changed.push("batch");
         }
+        // Buckets are opened, and the effects stream found, at start-up.
+        if self.kv.buckets != other.kv.buckets {
+            changed.push("kv");
+        }
         changed
     }
 }
 
 /// The backoff schedule: the defaults, or at least one valid delay.
-fn backoff(site: &Site<'_>, list: Option<&[String]>) -> Result<Vec<Duration>, ConfigError> {
+fn backoff(site: &Site<'_>, list: Option<&[DurationText]>) -> Result<Vec<Duration>, ConfigError> {
     match list {
         None => Ok(defaults::BACKOFF.to_vec()),
         Some([]) => Err(site.err(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ConfigError, Site, defaults};
+use super::{Site, defaults};
 
 /// What a handler may do with one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,40 +46,42 @@ pub(super) fn validate(
     table: BTreeMap<String, String>,
     max_writes: Option<usize>,
     max_write_bytes: Option<&str>,
-) -> Result<KvConfig, ConfigError> {
+) -> KvConfig {
     let mut buckets = BTreeMap::new();
     for (bucket, mode) in table {
         if !is_valid_bucket(&bucket) {
-            return Err(site.err(
+            site.report(
                 "kv",
                 format!("\"{bucket}\" is not a valid bucket name (letters, digits, '-' and '_')"),
-            ));
+            );
+            continue;
         }
         let mode = match mode.as_str() {
             "read" => KvMode::Read,
             "read-write" => KvMode::ReadWrite,
             other => {
-                return Err(site.err(
+                site.report(
                     "kv",
                     format!(
                         "bucket \"{bucket}\": unknown mode \"{other}\"; expected \"read\" or \"read-write\""
                     ),
-                ));
+                );
+                continue;
             }
         };
         buckets.insert(bucket, mode);
     }
     let max_writes = max_writes.unwrap_or(defaults::MAX_KV_WRITES);
     if max_writes == 0 || max_writes > 1000 {
-        return Err(site.err("max_kv_writes", "must be between 1 and 1000"));
+        site.report("max_kv_writes", "must be between 1 and 1000");
     }
-    Ok(KvConfig {
+    KvConfig {
         buckets,
         max_writes,
-        max_write_bytes: site.size(
+        max_write_bytes: site.read_size(
             "max_kv_write_bytes",
             max_write_bytes,
             defaults::MAX_KV_WRITE_BYTES,
-        )?,
-    })
+        ),
+    }
 }

@@ -11,12 +11,17 @@
 //! `subject` and `headers`.
 
 mod batch;
+mod compat;
 mod connection;
+mod fields;
 mod handler;
 mod kv;
+mod site;
 mod stream;
 mod units;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,16 +29,47 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use batch::BatchConfig;
+pub use compat::{CompatConfig, OnError};
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};
 pub use kv::{KvConfig, KvMode, is_valid_bucket};
-pub use stream::StreamConfig;
+pub use stream::{Discard, Retention, Storage, StreamConfig};
 pub use units::{mib, parse_duration, parse_size};
 
-/// A configuration error that names where the problem is.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+use crate::problems::Problems;
+use site::Site;
+
+/// Everything wrong with a config file, each problem naming the handler
+/// or stream and the field.
+#[derive(Debug)]
+pub struct ConfigError {
+    path: PathBuf,
+    problems: Problems,
+}
+
+impl ConfigError {
+    fn one(path: &Path, problem: impl fmt::Display) -> ConfigError {
+        let mut problems = Problems::new();
+        problems.push(problem);
+        ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        }
+    }
+
+    /// Each problem, without the file's name.
+    pub fn problems(&self) -> &Problems {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: {}", self.path.display(), self.problems)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -44,7 +80,8 @@ pub struct Config {
     pub nats: Connection,
     /// Process-wide settings.
     pub runtime: RuntimeConfig,
-    /// Streams that `wharf dev` creates; `wharf run` only checks them.
+    /// Streams that `wharf streams apply` and `wharf dev` create or verify;
+    /// `wharf run` only checks that they exist.
     pub streams: Vec<StreamConfig>,
     /// One entry per `[[handler]]`.
     pub handlers: Vec<HandlerConfig>,
@@ -70,28 +107,24 @@ pub struct RuntimeConfig {
     pub effects_stream: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    nats: Connection,
-    #[serde(default)]
-    runtime: RawRuntime,
-    #[serde(default, rename = "stream")]
-    streams: Vec<stream::RawStream>,
-    #[serde(default, rename = "handler")]
-    handlers: Vec<handler::RawHandler>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRuntime {
-    drain_timeout: Option<String>,
-    startup_timeout: Option<String>,
+    drain_timeout: Option<units::DurationText>,
+    startup_timeout: Option<units::DurationText>,
     metrics_addr: Option<String>,
     watch: Option<bool>,
     compile_cache: Option<String>,
     effects_stream: Option<String>,
+}
+
+/// The file's tables, each read on its own so that one bad table does not
+/// hide the problems of the others.
+struct RawConfig {
+    nats: Connection,
+    runtime: RawRuntime,
+    streams: Vec<fields::Read<stream::RawStream>>,
+    handlers: Vec<fields::Read<handler::RawHandler>>,
 }
 
 /// Defaults, documented in the README's config reference.
@@ -142,108 +175,138 @@ pub mod defaults {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("config {}: cannot read file: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(path, format!("cannot read file: {e}")))?;
         Config::parse(path, &text)
     }
 
-    /// Parses configuration text; `path` is used for messages and to resolve relative paths.
+    /// Parses configuration text; `path` is used for messages and to
+    /// resolve relative paths. Reports every problem the text has at once.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError(format!(
-                "config {}: {}",
-                path.display(),
-                e.to_string().trim_end()
-            ))
-        })?;
-        validate(path, raw)
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::one(path, e.to_string().trim_end()))?;
+        let mut problems = Problems::new();
+        let raw = read_tables(table, &mut problems);
+        let config = validate(path, raw, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError {
+                path: path.to_path_buf(),
+                problems,
+            }),
+        }
     }
 
     /// The handler with this name.
     pub fn handler(&self, name: &str) -> Option<&HandlerConfig> {
         self.handlers.iter().find(|h| h.name == name)
     }
-}
 
-/// Builds error messages that name the file, the handler and the field.
-struct Site<'a> {
-    path: &'a Path,
-    handler: Option<&'a str>,
-}
-
-impl Site<'_> {
-    fn err(&self, field: &str, msg: impl fmt::Display) -> ConfigError {
-        match self.handler {
-            Some(h) => ConfigError(format!(
-                "config {}: handler \"{h}\": field `{field}`: {msg}",
-                self.path.display()
-            )),
-            None => ConfigError(format!(
-                "config {}: field `{field}`: {msg}",
-                self.path.display()
-            )),
-        }
-    }
-
-    fn duration(
-        &self,
-        field: &str,
-        v: Option<&str>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => parse_duration(s).map_err(|e| self.err(field, e)),
-        }
-    }
-
-    fn size(&self, field: &str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => parse_size(s).map_err(|e| self.err(field, e)),
-        }
+    /// The declared `[[stream]]` with this name.
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.name == name)
     }
 }
 
-fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-    let top = Site {
-        path,
-        handler: None,
+/// Splits the file into its tables and reads each, reporting unknown
+/// tables and fields and values of the wrong type.
+fn read_tables(mut table: toml::Table, problems: &mut Problems) -> RawConfig {
+    const TABLES: [&str; 4] = ["nats", "runtime", "stream", "handler"];
+    let mut raw = RawConfig {
+        nats: Connection::default(),
+        runtime: RawRuntime::default(),
+        streams: Vec::new(),
+        handlers: Vec::new(),
     };
+    for (key, _) in table.iter().filter(|(k, _)| !TABLES.contains(&k.as_str())) {
+        let known = TABLES.map(String::from);
+        let hint = match fields::closest(key, &known) {
+            Some(t @ ("stream" | "handler")) => format!("; did you mean `[[{t}]]`?"),
+            Some(t) => format!("; did you mean `[{t}]`?"),
+            None => "; the file has [nats], [runtime], [[stream]] and [[handler]]".into(),
+        };
+        problems.push(format!("unknown table or field `{key}`{hint}"));
+    }
+    // In the order the reference documents them, each table's problems together.
+    for key in TABLES {
+        match (key, table.remove(key)) {
+            (_, None) => {}
+            ("nats", Some(toml::Value::Table(t))) => {
+                let read = fields::read(t, "[nats]");
+                problems.extend(read.problems);
+                raw.nats = read.value.unwrap_or_default();
+            }
+            ("runtime", Some(toml::Value::Table(t))) => {
+                let read = fields::read(t, "[runtime]");
+                problems.extend(read.problems);
+                raw.runtime = read.value.unwrap_or_default();
+            }
+            ("stream" | "handler", Some(toml::Value::Array(items))) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let toml::Value::Table(t) = item else {
+                        problems.push(format!("[[{key}]] number {}: is not a table", i + 1));
+                        continue;
+                    };
+                    let place = match t.get("name").and_then(toml::Value::as_str) {
+                        Some(name) => format!("{key} {name:?}"),
+                        None => format!("[[{key}]] number {}", i + 1),
+                    };
+                    if key == "stream" {
+                        raw.streams.push(fields::read(t, &place));
+                    } else {
+                        raw.handlers.push(fields::read(t, &place));
+                    }
+                }
+            }
+            ("stream" | "handler", Some(_)) => problems.push(format!(
+                "`{key}` must be written as `[[{key}]]` tables (one per {key})"
+            )),
+            (_, Some(_)) => problems.push(format!("`{key}` must be written as a `[{key}]` table")),
+        }
+    }
+    raw
+}
+
+fn validate(path: &Path, raw: RawConfig, problems: &mut Problems) -> Option<Config> {
+    let found = RefCell::new(Vec::new());
+    let top = Site::new(path, None, &found, BTreeSet::new());
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let nats = raw.nats.resolved(&base);
     if nats.tls_cert.is_some() != nats.tls_key.is_some() {
-        return Err(top.err(
+        top.report(
             "nats.tls_cert",
             "tls_cert and tls_key must be given together",
-        ));
+        );
     }
     let runtime = RuntimeConfig {
-        drain_timeout: top.duration(
+        drain_timeout: top.read_duration(
             "runtime.drain_timeout",
             raw.runtime.drain_timeout.as_deref(),
             defaults::DRAIN_TIMEOUT,
-        )?,
-        startup_timeout: top.duration(
+        ),
+        startup_timeout: top.read_duration(
             "runtime.startup_timeout",
             raw.runtime.startup_timeout.as_deref(),
             defaults::STARTUP_TIMEOUT,
-        )?,
+        ),
         metrics_addr: raw
             .runtime
             .metrics_addr
             .as_deref()
             .map(parse_addr)
             .transpose()
-            .map_err(|e| top.err("runtime.metrics_addr", e))?,
+            .unwrap_or_else(|e| {
+                top.report("runtime.metrics_addr", e);
+                None
+            }),
         watch: raw.runtime.watch.unwrap_or(false),
         compile_cache: match raw.runtime.compile_cache.as_deref() {
             Some("") => {
-                return Err(top.err(
+                top.report(
                     "runtime.compile_cache",
                     "is empty: name a directory, or \"off\" to compile at every start",
-                ));
+                );
+                None
             }
             Some("off") => None,
             Some(dir) => Some(resolve_path(&base, PathBuf::from(dir))),
@@ -251,59 +314,88 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         },
         effects_stream: match raw.runtime.effects_stream {
             Some(name) if !units::is_valid_name(&name) => {
-                return Err(top.err(
+                top.report(
                     "runtime.effects_stream",
                     format!("\"{name}\" is not a valid stream name"),
-                ));
+                );
+                defaults::EFFECTS_STREAM.to_string()
             }
             Some(name) => name,
             None => defaults::EFFECTS_STREAM.to_string(),
         },
     };
-    let streams = raw
-        .streams
-        .into_iter()
-        .map(|s| stream::validate(&top, s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut streams: Vec<StreamConfig> = Vec::new();
+    for s in raw.streams {
+        found.borrow_mut().extend(s.problems.iter().cloned());
+        let Some(value) = s.value else { continue };
+        let site = Site::new(
+            path,
+            Some(format!("stream {:?}", value.name())),
+            &found,
+            s.reported,
+        );
+        if let Some(s) = stream::validate(&site, value) {
+            if streams.iter().any(|o| o.name == s.name) {
+                site.report("name", "is used by two [[stream]] tables");
+            }
+            streams.push(s);
+        }
+    }
+    stream::overlaps(&top, &streams);
 
     if raw.handlers.is_empty() {
-        return Err(ConfigError(format!(
-            "config {}: no [[handler]] entries; add at least one",
-            path.display()
-        )));
+        found
+            .borrow_mut()
+            .push("no [[handler]] entries; add at least one".to_string());
     }
     let mut handlers: Vec<HandlerConfig> = Vec::new();
     for h in raw.handlers {
-        handler::check_name(h.name()).map_err(|e| top.err("handler.name", e))?;
-        if handlers.iter().any(|other| other.name == h.name()) {
-            return Err(top.err(
-                "handler.name",
-                format!("\"{}\" is used by two handlers", h.name()),
-            ));
-        }
-        let name = h.name().to_string();
-        let site = Site {
+        found.borrow_mut().extend(h.problems.iter().cloned());
+        let Some(value) = h.value else { continue };
+        let name = value.name().to_string();
+        let site = Site::new(
             path,
-            handler: Some(&name),
-        };
+            Some(format!("handler \"{name}\"")),
+            &found,
+            h.reported,
+        );
+        if let Err(e) = handler::check_name(&name) {
+            top.report("handler.name", e);
+            continue;
+        }
+        if handlers.iter().any(|other| other.name == name) {
+            top.report(
+                "handler.name",
+                format!("\"{name}\" is used by two handlers"),
+            );
+            continue;
+        }
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let h = handler::validate(&site, h, resolve)?;
+        let Some(h) = site.note(handler::validate(&site, value, resolve)) else {
+            continue;
+        };
         if let Some(other) = handlers
             .iter()
             .find(|o| o.stream == h.stream && o.consumer == h.consumer)
         {
-            return Err(site.err(
+            site.report(
                 "consumer",
                 format!(
                     "handler \"{}\" already uses consumer \"{}\" on stream \"{}\"; \
                      two handlers on one consumer would each see only some messages",
                     other.name, h.consumer, h.stream
                 ),
-            ));
+            );
+        }
+        if let Some(input) = streams.iter().find(|s| s.name == h.stream) {
+            stream::check_handler(&site, input, &streams, &h);
         }
         handlers.push(h);
     }
-    Ok(Config {
+    for p in found.into_inner() {
+        problems.push(p);
+    }
+    Some(Config {
         path: path.to_path_buf(),
         nats,
         runtime,

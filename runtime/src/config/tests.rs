@@ -1,6 +1,7 @@
 //! Unit tests of parsing and validating a whole config.
 
 use super::*;
+use crate::config::{Discard, Retention, Storage};
 
 const MINIMAL: &str = r#"
     [[handler]]
@@ -213,4 +214,179 @@ fn batch_is_validated_and_sizes_the_bound() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("`concurrency`"), "{err}");
+}
+
+#[test]
+fn a_reload_cannot_change_the_buckets() {
+    let parse = |kv: &str| {
+        Config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
+                 dead_letter = \"dlq.h\"\nmax_kv_writes = 8\n[handler.kv]\n{kv}"
+            ),
+        )
+        .unwrap()
+        .handlers
+        .remove(0)
+    };
+    let before = parse("a = \"read\"");
+    assert_eq!(
+        before.binding_changes(&parse("a = \"read\"")),
+        Vec::<&str>::new()
+    );
+    assert_eq!(before.binding_changes(&parse("a = \"read-write\"")), ["kv"]);
+    assert_eq!(before.binding_changes(&parse("b = \"read\"")), ["kv"]);
+}
+
+/// One pass names every problem: each handler's, each field's, and the
+/// unknown fields, each once.
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+        [runtime]
+        drain_timeout = "soon"
+
+        [[handler]]
+        name = "a"
+        component = "a.wasm"
+        stream = "IN"
+        dead_leter = "dlq.a"
+        concurrency = 0
+        timeout = "forever"
+
+        [[handler]]
+        name = "b"
+        component = "b.wasm"
+        stream = "IN"
+        dead_letter = "dlq.b"
+        memory = 128
+        backoff_jitter = 2.0
+    "#;
+    let err = parse(text).unwrap_err();
+    let problems: Vec<&String> = err.problems().iter().collect();
+    let has = |needle: &str| problems.iter().filter(|p| p.contains(needle)).count();
+    assert_eq!(has("`runtime.drain_timeout`"), 1, "{err}");
+    assert_eq!(
+        has("handler \"a\": unknown field `dead_leter`; did you mean `dead_letter`?"),
+        1,
+        "{err}"
+    );
+    assert_eq!(has("handler \"a\": field `concurrency`"), 1, "{err}");
+    assert_eq!(has("handler \"a\": field `timeout`"), 1, "{err}");
+    assert_eq!(has("handler \"b\": field `memory`"), 1, "{err}");
+    assert_eq!(has("handler \"b\": field `backoff_jitter`"), 1, "{err}");
+    // The misspelt field is not reported a second time as missing.
+    assert_eq!(has("`dead_letter`: missing"), 0, "{err}");
+    assert_eq!(problems.len(), 6, "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("config /etc/wharf/wharf.toml: 6 problems:\n  - "),
+        "{shown}"
+    );
+}
+
+/// A bare number where a size or duration goes says what to write.
+#[test]
+fn a_bare_number_shows_the_quoted_form() {
+    let err = parse(&format!("{MINIMAL}\nmemory = 128\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("handler \"orders\": field `memory`: 128 is a bare number")
+            && err.contains("\"128MiB\""),
+        "{err}"
+    );
+    let err = parse(&format!("{MINIMAL}\nbackoff = [1, \"5s\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`backoff") && err.contains("\"1s\""), "{err}");
+}
+
+/// Misspelt tables and `[handler]` for `[[handler]]` are named with the fix.
+#[test]
+fn misspelt_tables_get_the_closest_name() {
+    let err = parse(&MINIMAL.replace("[[handler]]", "[[handlers]]"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean `[[handler]]`?"), "{err}");
+    let err = parse(&MINIMAL.replace("[[handler]]", "[handler]"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`[[handler]]` tables"), "{err}");
+    let err = parse(&format!("[runtim]\nwatch = true\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean `[runtime]`?"), "{err}");
+}
+
+/// A declared stream gets JetStream's defaults, and its settings are read.
+#[test]
+fn streams_have_defaults_and_settings() {
+    let c = parse(&format!(
+        "[[stream]]\nname = \"ORDERS\"\nsubjects = [\"orders.>\"]\n\
+         [[stream]]\nname = \"DLQ\"\nsubjects = [\"dlq.>\"]\nstorage = \"memory\"\n\
+         replicas = 3\nretention = \"workqueue\"\nmax_age = \"90d\"\nmax_msgs = 10\n\
+         max_bytes = \"1GiB\"\nmax_msg_size = \"1MiB\"\ndiscard = \"new\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let s = c.stream("ORDERS").unwrap();
+    assert_eq!(
+        (s.storage, s.replicas, s.retention, s.discard),
+        (Storage::File, 1, Retention::Limits, Discard::Old)
+    );
+    assert_eq!(
+        (s.max_age, s.max_msgs, s.max_bytes),
+        (Duration::ZERO, None, None)
+    );
+    assert_eq!(s.duplicate_window, defaults::DUPLICATE_WINDOW);
+    let d = c.stream("DLQ").unwrap();
+    assert_eq!(
+        (d.storage, d.replicas, d.retention, d.discard),
+        (Storage::Memory, 3, Retention::WorkQueue, Discard::New)
+    );
+    assert_eq!(d.max_age, Duration::from_secs(90 * 86400));
+    assert_eq!(
+        (d.max_msgs, d.max_bytes, d.max_msg_size),
+        (Some(10), Some(1 << 30), Some(1 << 20))
+    );
+    let err = parse(&format!(
+        "[[stream]]\nname = \"S\"\nsubjects = [\"s\"]\nstorage = \"disk\"\nreplicas = 7\n\
+         max_age = \"1m\"\nduplicate_window = \"2m\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    for field in ["`storage`", "`replicas`", "`duplicate_window`"] {
+        assert!(
+            err.contains(&format!("stream \"S\": field {field}")),
+            "{err}"
+        );
+    }
+}
+
+/// With the handler's stream declared, `check` finds without a server what
+/// start-up would refuse: a dead-letter subject or publish pattern inside
+/// the handler's own input.
+#[test]
+fn subjects_inside_the_declared_input_are_refused() {
+    let stream = "[[stream]]\nname = \"ORDERS\"\nsubjects = [\"orders.>\"]\n";
+    let text = format!("{stream}{}", MINIMAL.replace("dlq.orders", "orders.dead"));
+    let err = parse(&format!("{text}\npublish = [\"orders.accepted\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "field `dead_letter`: subject \"orders.dead\" is stored in the handler's own stream"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `publish`: \"orders.accepted\" reaches the handler's own input"),
+        "{err}"
+    );
+    // Outside the handler's filter, both are fine.
+    parse(&format!(
+        "{text}\nfilter_subject = \"orders.new\"\npublish = [\"orders.accepted\"]\n"
+    ))
+    .unwrap();
 }

@@ -78,7 +78,7 @@ impl Dispatcher {
                     return Carried::Rerun {
                         lease: Box::new(lease),
                         delay: *delay,
-                        after: effects.stored().unwrap_or(0),
+                        after: effects.stored().map_or(0, |(s, _)| s),
                     };
                 }
                 Action::PublishThenAck => {
@@ -90,18 +90,18 @@ impl Dispatcher {
                         Ok(()) => {
                             failpoint::after_outbox();
                             let outputs = effects.outputs().len();
-                            let Some(record) = effects.stored() else {
+                            if !effects.recorded_ack() {
                                 return ack(lease, handler.double_ack, outputs).await;
-                            };
-                            // The record may go only once the ack is
+                            }
+                            // The record is marked done only once the ack is
                             // confirmed: a lost ack redelivers the message,
                             // which must find its record.
                             let acked = ack(lease, true, outputs).await;
                             if let Carried::Settled(Settled::Acked, _) = acked
-                                && let Some(state) = &self.state
+                                && let (Some((sequence, id)), Some(state)) =
+                                    (effects.stored(), &self.state)
                             {
-                                let records = state.records.clone();
-                                tokio::spawn(async move { records.forget(record).await });
+                                state.records.forget(source, sequence, id);
                             }
                             return acked;
                         }
@@ -144,8 +144,10 @@ impl Dispatcher {
                             let termed = term(lease, *kind, reason.clone()).await;
                             // A record left by a conflicted run applied
                             // nothing, and the message will not be back.
-                            if let (Some(record), Some(state)) = (effects.stored(), &self.state) {
-                                state.records.forget(record).await;
+                            if let (Some((sequence, id)), Some(state)) =
+                                (effects.stored(), &self.state)
+                            {
+                                state.records.forget(source, sequence, id);
                             }
                             return termed;
                         }
@@ -182,7 +184,10 @@ impl Dispatcher {
     fn log_host_failure(&self, handler: &HandlerConfig, step: &Action, e: &FlushError) {
         let (kind, what) = match step {
             Action::DeadLetter { .. } => ("dead-letter", "dead-letter copy not stored"),
-            _ => ("outbox", "outputs or key-value writes not confirmed"),
+            _ => (
+                "outbox",
+                "outputs not confirmed, or key-value writes not applied",
+            ),
         };
         if let Some(suppressed) = self.throttle.admit(kind) {
             error!(

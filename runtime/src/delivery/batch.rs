@@ -22,6 +22,7 @@ use super::commit::Effects;
 use super::dispatch::{Incoming, incoming, log_outcome};
 use super::dispatcher::{Dispatcher, Version};
 use super::lease::Lease;
+use crate::effects::record::Found;
 use crate::sandbox::bindings::{Delivery, Message};
 use crate::sandbox::guest::{BatchRan, Ran};
 use crate::settle::{Outcome, settle};
@@ -82,22 +83,26 @@ impl Dispatcher {
                 }))
                 .await
             } else {
-                items.iter().map(|_| None).collect()
+                items.iter().map(|_| Found::Nothing).collect()
             };
             let mut decided: Vec<Decided> = Vec::new();
             let mut to_run = Vec::new();
             for ((lease, item), recorded) in items.into_iter().zip(recorded) {
                 match recorded {
-                    Some(stored) => {
+                    Found::Record(stored) => {
                         item.incoming.span.in_scope(|| debug!(record = %stored.record.id, sequence = stored.sequence, "applying the effects an earlier delivery recorded"));
                         let effects = Effects::recorded(stored.record, stored.sequence);
                         decided.push((lease, item, Outcome::Ok, effects));
                     }
-                    None if item.incoming.attempt > handler.max_attempts => {
+                    Found::Done => {
+                        item.incoming.span.in_scope(|| debug!("an earlier delivery applied this message's effects and was acked"));
+                        decided.push((lease, item, Outcome::Ok, Effects::Done));
+                    }
+                    Found::Nothing if item.incoming.attempt > handler.max_attempts => {
                         let effects = Effects::Outputs(Vec::new());
                         decided.push((lease, item, Outcome::PastFinalAttempt, effects));
                     }
-                    None => to_run.push((lease, item)),
+                    Found::Nothing => to_run.push((lease, item)),
                 }
             }
             loop {
@@ -205,6 +210,7 @@ impl Dispatcher {
                         // The guest's time is recorded per call, not per message.
                         ran: None,
                         outputs: effects.outputs().len(),
+                        reruns: item.reruns,
                         reason: reason.as_deref(),
                         source,
                         parent: item.incoming.parent.as_ref(),

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::HandlerConfig;
 use crate::effects::classify::stored_by;
+use crate::problems::Problems;
 use crate::subject;
 
 /// How long one pull request waits for messages. It bounds how long an idle
@@ -74,8 +75,8 @@ pub(crate) async fn stream(
         let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND);
         if missing {
             BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `stream`: stream \"{}\" does not exist; create it, \
-                 or declare it in [[stream]] and use `wharf dev`",
+                "handler \"{}\": field `stream`: stream \"{}\" does not exist; declare it in a \
+                 [[stream]] table and run `wharf streams apply` (or create it yourself)",
                 handler.name,
                 handler.stream
             ))
@@ -256,57 +257,21 @@ pub(crate) fn differences(
 }
 
 /// Checks that dead-letter copies and literal outputs have a stream to land
-/// in, and that dead-letter copies cannot loop back into the handler's own consumer.
+/// in, and that dead-letter copies cannot loop back into the handler's own
+/// consumer. A mismatch with the config is reported with every other one
+/// this handler has (`Problems`); a server that cannot answer, at once.
 pub(crate) async fn subjects(
     js: &jetstream::Context,
     handler: &HandlerConfig,
 ) -> Result<(), BindError> {
+    let mut problems = Problems::new();
     if let Some(dl) = &handler.dead_letter {
-        let stored = stored_by(js, dl).await.map_err(|e| {
-            BindError::Unavailable(e.context(format!(
-                "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
-                handler.name
-            )))
-        })?;
-        let Some(stream) = stored else {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\"; \
-                 create one (e.g. `nats stream add DLQ --subjects '{dl}'`) so dead-letter copies are kept",
-                handler.name
-            )));
-        };
-        let retention = js
-            .get_stream(&stream)
-            .await
-            .map(|s| s.cached_info().config.retention)
-            .map_err(|e| {
-                BindError::Unavailable(anyhow::anyhow!(
-                    "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
-                    handler.name
-                ))
-            })?;
-        if retention == RetentionPolicy::Interest {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
-                 keeps messages only while a consumer is interested: dead-letter copies would \
-                 vanish; use a stream with limits retention",
-                handler.name
-            )));
-        }
-        let filter_hits = handler
-            .filter_subject
-            .as_deref()
-            .is_none_or(|f| subject::matches(f, dl));
-        if stream == handler.stream && filter_hits {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
-                 stream \"{}\" and would be delivered back to it; use a subject outside its filter",
-                handler.name,
-                handler.stream
-            )));
-        }
+        dead_letter(js, handler, dl, &mut problems).await?;
     }
-    own_input(js, handler).await?;
+    match own_input(js, handler).await {
+        Err(BindError::Config(e)) => problems.add(e),
+        other => other?,
+    }
     for subject in handler.publish.literals() {
         let stored = stored_by(js, subject).await.map_err(|e| {
             BindError::Unavailable(e.context(format!(
@@ -315,112 +280,103 @@ pub(crate) async fn subjects(
             )))
         })?;
         if stored.is_none() {
-            return Err(BindError::Config(anyhow::anyhow!(
+            problems.push(format!(
                 "handler \"{}\": field `publish`: no stream stores subject \"{subject}\"; \
-                 outputs must land in JetStream, so create a stream for it",
+                 outputs must land in JetStream: add it to a [[stream]] table's subjects and \
+                 run `wharf streams apply`",
                 handler.name
-            )));
+            ));
         }
+    }
+    problems.into_result().map_err(BindError::Config)
+}
+
+/// The dead-letter subject's stream: there is one, it keeps what it
+/// stores, and it does not deliver the copies back to the handler.
+async fn dead_letter(
+    js: &jetstream::Context,
+    handler: &HandlerConfig,
+    dl: &str,
+    problems: &mut Problems,
+) -> Result<(), BindError> {
+    let stored = stored_by(js, dl).await.map_err(|e| {
+        BindError::Unavailable(e.context(format!(
+            "handler \"{}\": finding the stream for dead-letter subject \"{dl}\"",
+            handler.name
+        )))
+    })?;
+    let Some(stream) = stored else {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: no stream stores subject \"{dl}\", so \
+             dead-letter copies would be lost; add it to a [[stream]] table's subjects and run \
+             `wharf streams apply`",
+            handler.name
+        ));
+        return Ok(());
+    };
+    let retention = js
+        .get_stream(&stream)
+        .await
+        .map(|s| s.cached_info().config.retention)
+        .map_err(|e| {
+            BindError::Unavailable(anyhow::anyhow!(
+                "handler \"{}\": dead-letter stream \"{stream}\" is not available: {e}",
+                handler.name
+            ))
+        })?;
+    if retention == RetentionPolicy::Interest {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: stream \"{stream}\", which stores \"{dl}\", \
+             keeps messages only while a consumer is interested: dead-letter copies would \
+             vanish; use a stream with limits retention",
+            handler.name
+        ));
+    }
+    let filter = handler.filter_subject.as_deref();
+    if stream == handler.stream && filter.is_none_or(|f| subject::matches(f, dl)) {
+        problems.push(format!(
+            "handler \"{}\": field `dead_letter`: subject \"{dl}\" is stored in the handler's own \
+             stream \"{}\" and would be delivered back to it; use a subject outside its filter",
+            handler.name, handler.stream
+        ));
     }
     Ok(())
 }
 
 /// Refuses an allow-list that reaches the handler's own input (its
 /// stream's subjects, within its filter): every output would be delivered
-/// back to the handler, which would publish again, without end.
+/// back to the handler, which would publish again, without end. The same
+/// holds for the subjects its requests may reach: a request to a subject a
+/// stream stores is a publish that is not even held back.
 async fn own_input(js: &jetstream::Context, handler: &HandlerConfig) -> Result<(), BindError> {
     let input = stream(js, handler).await?;
     let subjects = &input.cached_info().config.subjects;
-    for pattern in handler.publish.patterns() {
-        let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
-            && handler
-                .filter_subject
-                .as_deref()
-                .is_none_or(|f| subject::overlap(pattern, f));
-        if reaches {
-            return Err(BindError::Config(anyhow::anyhow!(
-                "handler \"{}\": field `publish`: \"{pattern}\" reaches the handler's own input \
-                 (stream \"{}\"{}), so its outputs would be delivered back to it; narrow the \
-                 allow-list or the filter",
-                handler.name,
-                handler.stream,
-                handler
-                    .filter_subject
-                    .as_deref()
-                    .map(|f| format!(", filter \"{f}\""))
-                    .unwrap_or_default()
-            )));
+    let filter = handler.filter_subject.as_deref();
+    let mut problems = Problems::new();
+    let lists = [
+        ("publish", handler.publish.patterns()),
+        ("request", handler.compat.request.patterns()),
+    ];
+    for (field, patterns) in lists {
+        for pattern in patterns {
+            let reaches = subjects.iter().any(|s| subject::overlap(pattern, s))
+                && filter.is_none_or(|f| subject::overlap(pattern, f));
+            if reaches {
+                problems.push(format!(
+                    "handler \"{}\": field `{field}`: \"{pattern}\" reaches the handler's own \
+                     input (stream \"{}\"{}), so what it sends would be delivered back to it; \
+                     narrow the list or the filter",
+                    handler.name,
+                    handler.stream,
+                    filter
+                        .map(|f| format!(", filter \"{f}\""))
+                        .unwrap_or_default()
+                ));
+            }
         }
     }
-    Ok(())
+    problems.into_result().map_err(BindError::Config)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use async_nats::jetstream::consumer::IntoConsumerConfig;
-
-    fn handler() -> HandlerConfig {
-        Config::parse(
-            std::path::Path::new("t.toml"),
-            "[[handler]]\nname = \"h\"\ncomponent = \"h.wasm\"\nstream = \"IN\"\n\
-             dead_letter = \"dlq.h\"\nconcurrency = 4\nfilter_subject = \"in.a\"\n",
-        )
-        .unwrap()
-        .handlers
-        .remove(0)
-    }
-
-    #[test]
-    fn what_wharf_creates_passes_its_own_check() {
-        let h = handler();
-        let mut have = desired(&h).into_consumer_config();
-        assert_eq!(differences(&have, &h), Vec::<String>::new());
-        have.max_deliver = 0;
-        assert_eq!(differences(&have, &h), Vec::<String>::new());
-    }
-
-    #[test]
-    fn every_setting_that_changes_delivery_is_named() {
-        let h = handler();
-        let base = desired(&h).into_consumer_config();
-        type Change = Box<dyn Fn(&mut jetstream::consumer::Config)>;
-        let cases: Vec<(&str, Change)> = vec![
-            ("max_deliver", Box::new(|c| c.max_deliver = 10)),
-            (
-                "backoff",
-                Box::new(|c| c.backoff = vec![Duration::from_secs(1)]),
-            ),
-            ("headers_only", Box::new(|c| c.headers_only = true)),
-            (
-                "filters",
-                Box::new(|c| c.filter_subjects = vec!["in.b".into()]),
-            ),
-            ("filters", Box::new(|c| c.filter_subject = "in.>".into())),
-            (
-                "ack_wait",
-                Box::new(|c| c.ack_wait = Duration::from_secs(5)),
-            ),
-            ("ack_policy", Box::new(|c| c.ack_policy = AckPolicy::All)),
-            (
-                "replay_policy",
-                Box::new(|c| c.replay_policy = ReplayPolicy::Original),
-            ),
-            ("rate_limit", Box::new(|c| c.rate_limit = 1000)),
-            ("max_ack_pending", Box::new(|c| c.max_ack_pending = 2)),
-            ("max_batch", Box::new(|c| c.max_batch = 2)),
-            (
-                "inactive_threshold",
-                Box::new(|c| c.inactive_threshold = Duration::from_secs(5)),
-            ),
-            ("push", Box::new(|c| c.deliver_subject = Some("x".into()))),
-        ];
-        for (name, change) in cases {
-            let mut have = base.clone();
-            change(&mut have);
-            let diffs = differences(&have, &h);
-            assert!(diffs.iter().any(|d| d.contains(name)), "{name}: {diffs:?}");
-        }
-    }
-}
+mod tests;

@@ -7,11 +7,15 @@
 //! - before the record is stored: nothing was applied; the redelivery runs
 //!   the guest again.
 //! - after the record, before or during the writes: the redelivery finds
-//!   the record and applies it, never running the guest again; writes
-//!   applied before are recognised (their ids, their record's id on the
-//!   key) and not applied twice.
+//!   the record and applies it, never running the guest again; a write
+//!   applied before is recognised (it is still its key's last, or whoever
+//!   wrote over it marked it applied first) and not applied twice.
 //! - after the writes, before or during the outputs or the ack: the same,
 //!   and the outputs' deterministic ids keep them from being stored twice.
+//! - after the ack: the record is replaced by a done marker; if JetStream
+//!   delivers the message again anyway (a server crash lost the ack), the
+//!   new delivery finds the marker (on its redelivery, or when it tries to
+//!   record its own effects) and applies nothing.
 //!
 //! A conflict (the conditional write's key moved on) can only happen
 //! before anything was applied: the conditional write goes first. The
@@ -23,7 +27,7 @@ use crate::config::HandlerConfig;
 use crate::effects::classify::FlushError;
 use crate::effects::kv::ApplyError;
 use crate::effects::outbox;
-use crate::effects::record::{ClaimError, Record, Stored};
+use crate::effects::record::{ClaimError, Found, Record};
 use crate::source::Source;
 use crate::staged::Outgoing;
 use crate::state::Write;
@@ -33,6 +37,9 @@ use crate::state::Write;
 pub(crate) enum Effects {
     /// Outputs only: released by a flush.
     Outputs(Vec<Outgoing>),
+    /// Nothing: an earlier delivery of the message applied its effects and
+    /// was acked (JetStream delivered it again after losing the ack).
+    Done,
     /// Key-value writes and outputs, committed through an effect record.
     Recorded {
         record: Record,
@@ -43,6 +50,9 @@ pub(crate) enum Effects {
         after: u64,
         /// Whether the writes are applied.
         applied: bool,
+        /// Whether they may have been applied before: found recorded, or
+        /// tried already. Then each write is looked for before it is made.
+        tried: bool,
     },
 }
 
@@ -61,6 +71,7 @@ impl Effects {
             stored: None,
             after,
             applied: false,
+            tried: false,
         }
     }
 
@@ -71,22 +82,30 @@ impl Effects {
             stored: Some(sequence),
             after: sequence,
             applied: false,
+            tried: true,
         }
     }
 
     pub(crate) fn outputs(&self) -> &[Outgoing] {
         match self {
             Effects::Outputs(o) => o,
+            Effects::Done => &[],
             Effects::Recorded { record, .. } => &record.outputs,
         }
     }
 
-    /// The stored record, if any.
-    pub(crate) fn stored(&self) -> Option<u64> {
+    /// The stored record, if any: its sequence and id.
+    pub(crate) fn stored(&self) -> Option<(u64, &str)> {
         match self {
-            Effects::Outputs(_) => None,
-            Effects::Recorded { stored, .. } => *stored,
+            Effects::Outputs(_) | Effects::Done => None,
+            Effects::Recorded { stored, record, .. } => stored.map(|s| (s, record.id.as_str())),
         }
+    }
+
+    /// Whether the message's effects go through a record (or were applied
+    /// through one before): then its ack must be confirmed.
+    pub(crate) fn recorded_ack(&self) -> bool {
+        !matches!(self, Effects::Outputs(_))
     }
 }
 
@@ -116,38 +135,71 @@ impl Dispatcher {
         confirmed: &mut Vec<bool>,
         first_try: bool,
     ) -> Result<(), CommitError> {
-        let (record, stored, applied) = match effects {
+        let refused = |e| match e {
+            FlushError::Refused(d) => CommitError::Refused(d),
+            e => CommitError::Failed(e),
+        };
+        match effects {
+            Effects::Done => return Ok(()),
             Effects::Outputs(outputs) => {
                 return self
                     .flush(handler, source, outputs, confirmed, first_try)
                     .await
-                    .map_err(|e| match e {
-                        FlushError::Refused(d) => CommitError::Refused(d),
-                        e => CommitError::Failed(e),
-                    });
+                    .map_err(refused);
             }
             Effects::Recorded {
                 record,
-                stored,
+                stored: stored @ None,
                 after,
-                applied,
+                tried,
+                ..
             } => {
-                if stored.is_none() {
-                    *stored = Some(self.claim(source, record, *after).await?);
-                    confirmed.clear();
-                    confirmed.resize(record.outputs.len(), false);
+                let configured = |s: &str| handler.publish.literals().any(|l| l == s);
+                outbox::check_destinations(&self.jet, &self.streams, &record.outputs, configured)
+                    .await
+                    .map_err(refused)?;
+                let ours = record.id.clone();
+                match self.claim(source, record, *after).await? {
+                    Some(sequence) => {
+                        *stored = Some(sequence);
+                        // Another delivery's record, adopted: it may have
+                        // been applied already.
+                        *tried |= record.id != ours;
+                    }
+                    None => {
+                        *effects = Effects::Done;
+                        return Ok(());
+                    }
                 }
-                (record, stored.expect("claimed above"), applied)
+                confirmed.clear();
+                confirmed.resize(record.outputs.len(), false);
             }
+            Effects::Recorded { .. } => {}
+        }
+        let Effects::Recorded {
+            record,
+            stored: Some(stored),
+            applied,
+            tried,
+            ..
+        } = effects
+        else {
+            unreachable!("a record is stored above");
         };
         let state = self.state()?;
         if !*applied {
-            match state.buckets.apply(&self.jet, record).await {
+            let replay = std::mem::replace(tried, true);
+            let subject = crate::effects::record::Records::subject(source);
+            match state
+                .buckets
+                .apply(&self.jet, &state.records, &subject, record, replay)
+                .await
+            {
                 Ok(()) => *applied = true,
                 Err(ApplyError::Conflict(detail)) => {
                     return Err(CommitError::Conflict {
                         detail,
-                        after: stored,
+                        after: *stored,
                     });
                 }
                 Err(ApplyError::Failed(e)) => return Err(CommitError::Failed(e)),
@@ -166,19 +218,20 @@ impl Dispatcher {
         source: &Source,
         record: &mut Record,
         after: u64,
-    ) -> Result<u64, CommitError> {
+    ) -> Result<Option<u64>, CommitError> {
         let state = self.state()?;
         match state.records.claim(&self.jet, source, record, after).await {
             Ok(sequence) => {
                 tracing::debug!(record = %record.id, sequence, after, "recorded the delivery's effects");
-                Ok(sequence)
+                Ok(Some(sequence))
             }
             Err(ClaimError::Taken) => match state.records.lookup(source).await {
-                Ok(Some(theirs)) => {
+                Ok(Found::Record(theirs)) => {
                     *record = theirs.record;
-                    Ok(theirs.sequence)
+                    Ok(Some(theirs.sequence))
                 }
-                Ok(None) => Err(CommitError::Failed(FlushError::Unavailable(
+                Ok(Found::Done) => Ok(None),
+                Ok(Found::Nothing) => Err(CommitError::Failed(FlushError::Unavailable(
                     anyhow::anyhow!(
                         "another delivery's effect record was expected on \"{}\" but is gone",
                         crate::effects::record::Records::subject(source)
@@ -193,24 +246,27 @@ impl Dispatcher {
 
     /// The effects an earlier delivery of the message recorded, for a
     /// redelivery of a handler that writes state: such a delivery applies
-    /// those and does not run the guest again.
+    /// those and does not run the guest again (or, when they were applied
+    /// and the message acked, applies nothing).
     pub(super) async fn recorded_if_any(
         &self,
         handler: &HandlerConfig,
         attempt: u32,
         source: &Source,
-    ) -> Option<Stored> {
+    ) -> Found {
         match &self.state {
             Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(source).await,
-            _ => None,
+            _ => Found::Nothing,
         }
     }
 
     /// The message's effect record, if an earlier delivery stored one. A
     /// server that cannot say is asked again (the message stays under its
     /// lease): running the guest without knowing could apply its writes twice.
-    async fn recorded(&self, source: &Source) -> Option<Stored> {
-        let state = self.state.as_ref()?;
+    async fn recorded(&self, source: &Source) -> Found {
+        let Some(state) = self.state.as_ref() else {
+            return Found::Nothing;
+        };
         let mut delay = std::time::Duration::from_millis(100);
         loop {
             match state.records.lookup(source).await {

@@ -12,6 +12,7 @@ use super::commit::Effects;
 use super::dispatcher::Dispatcher;
 use crate::config::HandlerConfig;
 use crate::delivery::lease::Lease;
+use crate::effects::record::Found;
 use crate::headers;
 use crate::sandbox::bindings::{Delivery, Header, Message};
 use crate::settle::{Outcome, Settled, settle};
@@ -116,22 +117,28 @@ impl Dispatcher {
         async move {
             let pulled = lease.pulled();
             let mut lease = lease;
+            // A redelivery of a handler that writes state may find the
+            // effects an earlier delivery recorded: it applies those and
+            // does not run the guest again (or, when they were applied and
+            // the message acked, applies nothing).
             let mut recorded = self.recorded_if_any(&handler, attempt, &source).await;
             let mut after = 0;
             let mut reruns = 0;
             let mut times = None;
             let (settled, reason, outputs) = loop {
-                let (outcome, mut effects) = match recorded.take() {
-                    Some(stored) => {
-                        debug!(record = %stored.record.id, sequence = stored.sequence, "applying the effects an earlier delivery recorded");
-                        (
-                        Outcome::Ok,
-                        Effects::recorded(stored.record, stored.sequence),
-                    )},
-                    None if attempt > handler.max_attempts => {
+                let (outcome, mut effects) = match std::mem::replace(&mut recorded, Found::Nothing) {
+                    Found::Record(stored) => {
+                        debug!(record = %stored.record.id, "applying the effects an earlier delivery recorded");
+                        (Outcome::Ok, Effects::recorded(stored.record, stored.sequence))
+                    }
+                    Found::Done => {
+                        debug!("an earlier delivery applied this message's effects and was acked");
+                        (Outcome::Ok, Effects::Done)
+                    }
+                    Found::Nothing if attempt > handler.max_attempts => {
                         (Outcome::PastFinalAttempt, Effects::Outputs(Vec::new()))
                     }
-                    None => {
+                    Found::Nothing => {
                         let ran = version.guest.run(&message).await;
                         log_outcome(&ran.outcome);
                         times = ran.times;
@@ -170,6 +177,7 @@ impl Dispatcher {
                 pulled,
                 ran: times,
                 outputs,
+                reruns,
                 reason: reason.as_deref(),
                 source: &source,
                 parent: parent.as_ref(),
@@ -188,6 +196,9 @@ pub(super) fn log_outcome(outcome: &Outcome) {
             warn!(?failure, detail = %escape_controls(detail), "guest failed")
         }
         Outcome::Retry { delay } => debug!(?delay, "guest asked to retry"),
+        Outcome::Errored { reason } => {
+            debug!(reason = %escape_controls(reason), "guest returned an error")
+        }
         Outcome::Reject { reason } => {
             debug!(reason = %escape_controls(reason), "guest rejected the message")
         }

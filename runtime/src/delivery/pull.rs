@@ -327,7 +327,8 @@ impl Open {
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// Keeps the consumer's pending, ack-pending and redelivered counts in the
-/// handler's status, so that lag shows in the metrics.
+/// handler's status, so that lag shows in the metrics: every `WATCH_EVERY`,
+/// and at once when a scrape asks.
 async fn watch_consumer(
     js: jetstream::Context,
     handler: Arc<crate::config::HandlerConfig>,
@@ -340,6 +341,7 @@ async fn watch_consumer(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = status.recount.notified() => {}
         }
         let Ok(stream) = js.get_stream_no_info(&handler.stream).await else {
             continue;
@@ -352,6 +354,7 @@ async fn watch_consumer(
             status
                 .redelivered
                 .store(info.num_redelivered as u64, Ordering::Relaxed);
+            status.counted.send_modify(|n| *n += 1);
         }
     }
 }

@@ -106,7 +106,7 @@ async fn effects_stream(
             "effects stream \"{name}\" is not available: {e}"
         ))
     })?;
-    Ok(Records::new(stream))
+    Ok(Records::new(stream, crate::effects::Jet::new(js.clone())))
 }
 
 /// The stream of a key-value bucket as JetStream's key-value layout has it
@@ -127,9 +127,11 @@ fn bucket_stream(bucket: &str) -> jetstream::stream::Config {
     }
 }
 
-/// How long an effect record that was never deleted (its host stopped
-/// between the ack and the deletion) stays in a stream `wharf dev` creates.
-const RECORD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How long a stream `wharf dev` creates keeps effect records and done
+/// markers: how long a message may stay unsettled with its effects
+/// recorded, and how long after its ack a message that JetStream delivers
+/// again (a server crash loses acks not yet on disk) is still recognised.
+const RECORD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Creates what `wharf dev` needs for key-value state and is missing: the
 /// buckets the handlers name, and the effects stream when one may write.

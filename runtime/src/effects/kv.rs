@@ -2,13 +2,20 @@
 //! `crate::state::Reader` the sandbox's `kv` capability uses), and applying
 //! a record's staged writes.
 //!
-//! Writes are plain publishes to the bucket's subjects, as JetStream
-//! key-value does them, with three additions: a `Nats-Msg-Id` derived from
-//! the record and the write's index, so that applying a record again
-//! (after a crash) stores nothing twice within the bucket's duplicate
-//! window; the record's id in a `Wharf-Effect` header, so that a write
-//! applied earlier is recognised on its key; and the write's condition as
-//! an expected last sequence for the key's subject.
+//! Writes are publishes to the bucket's subjects, as JetStream key-value
+//! does them, each expecting the key's last revision (the guest's
+//! condition, or the revision just read), with a `Nats-Msg-Id` derived
+//! from the record and the write's index, and headers naming the record
+//! (`Wharf-Effect`, `Wharf-Record`, `Wharf-Write`).
+//!
+//! A record applied after a crash must tell its writes that were applied
+//! from those that were not, even when a key has been written over since
+//! (a bucket keeps one revision per key, and a restarted server forgets
+//! the ids of messages it no longer holds). So whoever writes over a key
+//! whose last write belongs to a record that is still there (its message
+//! not settled yet) first marks that write as applied, on the record's own
+//! subjects in the effects stream, and only then writes: a write of a
+//! record is applied if it is still the key's last, or if it is marked.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,20 +23,18 @@ use std::sync::Arc;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::{
-    DirectGetErrorKind, LastRawMessageErrorKind, RawMessageErrorKind,
-};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 
 use super::Jet;
 use super::classify::{FlushError, Looked, classify};
-use super::record::{RECORD_ID, Record};
+use super::record::{RECORD_ID, RECORD_SUBJECT, Record, Records, WRITE_INDEX};
 use crate::state::{Condition, Entry, ReadFuture, Reader, Write};
 
 const KV_OPERATION: &str = "KV-Operation";
-/// The prefix of the keys whose purge markers settle whether a write was
-/// stored; they never hold a value.
-const FENCE_PREFIX: &str = "_wharf.fence";
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// How often one write races another writer of its key (the key moved
+/// between reading it and writing) before the host gives up for now.
+const WRITE_TRIES: usize = 16;
 
 /// Why a record's writes were not all applied.
 #[derive(Debug)]
@@ -58,6 +63,25 @@ impl Last {
         self.headers
             .get(KV_OPERATION)
             .is_none_or(|op| op.as_str() == "PUT")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+
+    /// Whether this is write `index` of record `id`.
+    fn is_write(&self, id: &str, index: usize) -> bool {
+        self.header(RECORD_ID) == Some(id)
+            && self.header(WRITE_INDEX) == Some(index.to_string().as_str())
+    }
+
+    /// The record and write this message is, if Wharf wrote it.
+    fn writer(&self) -> Option<(&str, &str, usize)> {
+        Some((
+            self.header(RECORD_ID)?,
+            self.header(RECORD_SUBJECT)?,
+            self.header(WRITE_INDEX)?.parse().ok()?,
+        ))
     }
 }
 
@@ -113,249 +137,160 @@ impl Buckets {
         Ok(subject)
     }
 
-    /// Settles whether write `index` of `record` was stored, by publishing
-    /// its id once more on a key of its own where no one else writes (a
-    /// purge marker, so the key never shows a value). JetStream drops that
-    /// as a duplicate only if a message with the id was stored within the
-    /// bucket's duplicate window, and its PubAck names the message: the
-    /// write (applied), or this fence from an earlier try (not applied).
-    /// If neither was stored, the fence now holds the id, so the write can
-    /// never be stored later either.
-    async fn fence(
+    /// Applies a record's writes: the conditional one first (a conflict
+    /// there leaves everything unapplied), then the others together.
+    /// `replay` says whether any of them may have been applied before (a
+    /// redelivery, or another try after a host-side failure): then each is
+    /// first looked for on its key and among the record's marks.
+    pub(crate) async fn apply(
         &self,
         jet: &Jet,
-        bucket: &str,
-        record: &Record,
-        index: usize,
-    ) -> Result<bool, ApplyError> {
-        let subject = self.fence_subject(bucket, record, index)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            crate::headers::MSG_ID,
-            crate::headers::kv_write_id(&record.id, index).as_str(),
-        );
-        headers.insert(KV_OPERATION, "PURGE");
-        headers.insert("Nats-Rollup", "sub");
-        let stored = match jet
-            .publish
-            .publish_with_headers(subject.clone(), headers, bytes::Bytes::new())
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
-        let ack = match stored {
-            Ok(ack) => ack,
-            Err(e) => {
-                let what = format!("key-value fence \"{subject}\"");
-                let mut looked = Looked::default();
-                return Err(ApplyError::Failed(
-                    classify(jet, &mut looked, &what, &subject, e, &|_: &str| true).await,
-                ));
-            }
-        };
-        if !ack.duplicate {
-            return Ok(false);
-        }
-        self.is_fence(bucket, &subject, ack.sequence)
-            .await
-            .map(|fence| !fence)
-    }
-
-    /// Whether the message at `sequence` of `bucket` is the fence on
-    /// `subject`. A fence is never written over (its key is its own), so
-    /// a message that is gone was not one.
-    async fn is_fence(
-        &self,
-        bucket: &str,
+        records: &Records,
         subject: &str,
-        sequence: u64,
-    ) -> Result<bool, ApplyError> {
-        let stream = &self.store(bucket).map_err(host)?.stream;
-        let original = if stream.cached_info().config.allow_direct {
-            match stream.direct_get(sequence).await {
-                Ok(m) => Some(m.subject),
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
-                Err(e) => return Err(host(format!("reading bucket \"{bucket}\": {e}"))),
-            }
-        } else {
-            match stream.get_raw_message(sequence).await {
-                Ok(m) => Some(m.subject),
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => None,
-                Err(e) => return Err(host(format!("reading bucket \"{bucket}\": {e}"))),
-            }
-        };
-        Ok(original.is_some_and(|s| s.as_str() == subject))
-    }
-
-    /// The subject of the fence of write `index` of `record`.
-    fn fence_subject(
-        &self,
-        bucket: &str,
         record: &Record,
-        index: usize,
-    ) -> Result<String, ApplyError> {
-        self.put_subject(bucket, &format!("{FENCE_PREFIX}.{}.{index}", record.id))
-            .map_err(host)
-    }
-
-    /// Applies a record's writes: the conditional one first (a conflict
-    /// there leaves everything unapplied), then the others together. Every
-    /// write that was applied before (by an earlier try of this record) is
-    /// recognised and not applied again.
-    pub(crate) async fn apply(&self, jet: &Jet, record: &Record) -> Result<(), ApplyError> {
+        replay: bool,
+    ) -> Result<(), ApplyError> {
         let (conditional, plain): (Vec<_>, Vec<_>) = record
             .writes
             .iter()
             .enumerate()
             .partition(|(_, w)| w.condition != Condition::None);
         for (index, write) in conditional {
-            self.apply_conditional(jet, record, index, write).await?;
+            self.apply_one(jet, records, subject, record, index, write, replay)
+                .await?;
         }
-        let mut pending = Vec::new();
-        for (index, write) in plain {
-            let subject = self.put_subject(&write.bucket, &write.key).map_err(host)?;
-            let headers = write_headers(record, index, write, None);
-            let payload = write.value.clone().unwrap_or_default();
-            pending.push((subject.clone(), async move {
-                match jet
-                    .publish
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                {
-                    Ok(ack) => ack.await.map(|_| ()),
-                    Err(e) => Err(e),
-                }
-            }));
-        }
-        let (subjects, futures): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        let results = futures::future::join_all(futures).await;
-        let mut looked = Looked::default();
-        for (subject, result) in subjects.iter().zip(results) {
-            if let Err(e) = result {
-                let what = format!("key-value write to \"{subject}\"");
-                return Err(ApplyError::Failed(
-                    classify(jet, &mut looked, &what, subject, e, &|_: &str| true).await,
-                ));
-            }
+        let plain = plain.into_iter().map(|(index, write)| {
+            self.apply_one(jet, records, subject, record, index, write, replay)
+        });
+        for result in futures::future::join_all(plain).await {
+            result?;
         }
         Ok(())
     }
 
-    async fn apply_conditional(
+    /// Applies write `index` of `record`, once.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_one(
         &self,
         jet: &Jet,
+        records: &Records,
+        subject: &str,
         record: &Record,
         index: usize,
         write: &Write,
+        replay: bool,
     ) -> Result<(), ApplyError> {
-        let subject = self.put_subject(&write.bucket, &write.key).map_err(host)?;
-        let mut expected = match write.condition {
-            Condition::Revision(r) => r,
-            _ => 0,
-        };
-        // A create may find a delete or purge marker instead of nothing; it
-        // then expects that marker, once.
-        for _ in 0..2 {
-            let headers = write_headers(record, index, write, Some(expected));
+        let key_subject = self.put_subject(&write.bucket, &write.key).map_err(host)?;
+        let what = || format!("key \"{}\" in bucket \"{}\"", write.key, write.bucket);
+        for _ in 0..WRITE_TRIES {
+            let last = self
+                .last(&write.bucket, &write.key)
+                .await
+                .map_err(|e| host(format!("reading {}: {e}", what())))?;
+            if replay {
+                if last.as_ref().is_some_and(|l| l.is_write(&record.id, index)) {
+                    return Ok(());
+                }
+                if records
+                    .is_marked(subject, index)
+                    .await
+                    .map_err(ApplyError::Failed)?
+                {
+                    return Ok(());
+                }
+            }
+            let now = last.as_ref().map(|l| (l.revision, l.is_value()));
+            let expected = match (write.condition, now) {
+                (Condition::None, now) => now.map_or(0, |(r, _)| r),
+                (Condition::Revision(r), Some((at, _))) if at == r => r,
+                (Condition::Absent, None) => 0,
+                (Condition::Absent, Some((at, false))) => at,
+                (condition, now) => {
+                    let now = match now {
+                        Some((at, true)) => format!("revision {at}"),
+                        Some((at, false)) => format!("deleted at revision {at}"),
+                        None => "no value".into(),
+                    };
+                    let wanted = match condition {
+                        Condition::Revision(r) => format!("revision {r}"),
+                        _ => "no value".into(),
+                    };
+                    return Err(ApplyError::Conflict(format!(
+                        "{} has {now}; the write expected {wanted}",
+                        what()
+                    )));
+                }
+            };
+            // The write about to be written over stays provably applied.
+            if let Some((id, their_subject, their_index)) = last.as_ref().and_then(Last::writer)
+                && id != record.id
+            {
+                records
+                    .mark_if_pending(jet, their_subject, id, their_index)
+                    .await
+                    .map_err(ApplyError::Failed)?;
+            }
+            tracing::debug!(key = %write.key, record = %record.id, expected, base = ?last.as_ref().and_then(|l| l.header(RECORD_ID).map(str::to_string)), "writing");
+            let headers = write_headers(record, subject, index, write, expected);
             let payload = write.value.clone().unwrap_or_default();
             let failed = match jet
                 .publish
-                .publish_with_headers(subject.clone(), headers, payload)
+                .publish_with_headers(key_subject.clone(), headers, payload)
                 .await
             {
+                // A duplicate: this very write was stored before (servers
+                // before 2.10 drop a repeated id before they check the
+                // expectation).
                 Ok(ack) => match ack.await {
-                    // Servers before 2.10 drop a repeated id before they
-                    // check the expectation: the id may be this write's,
-                    // applied before, or its fence's, which means it never
-                    // was.
-                    Ok(ack) if ack.duplicate => {
-                        let fence = self.fence_subject(&write.bucket, record, index)?;
-                        if self.is_fence(&write.bucket, &fence, ack.sequence).await? {
-                            return Err(ApplyError::Conflict(format!(
-                                "key \"{}\" in bucket \"{}\": an earlier try of this write found \
-                                 the key moved on",
-                                write.key, write.bucket
-                            )));
-                        }
-                        return Ok(());
-                    }
                     Ok(_) => return Ok(()),
                     Err(e) => e,
                 },
                 Err(e) => e,
             };
             if failed.kind() != PublishErrorKind::WrongLastSequence {
-                let what = format!("key-value write to \"{subject}\"");
+                let what = format!("key-value write to \"{key_subject}\"");
                 let mut looked = Looked::default();
                 return Err(ApplyError::Failed(
-                    classify(jet, &mut looked, &what, &subject, failed, &|_: &str| true).await,
+                    classify(jet, &mut looked, &what, &key_subject, failed, &|_: &str| {
+                        true
+                    })
+                    .await,
                 ));
             }
-            let last = self
-                .last(&write.bucket, &write.key)
-                .await
-                .map_err(|e| host(format!("reading \"{}\" after a conflict: {e}", write.key)))?;
-            match last {
-                // This record's write, applied before: nothing to do.
-                Some(l)
-                    if l.headers
-                        .get(RECORD_ID)
-                        .is_some_and(|id| id.as_str() == record.id) =>
-                {
-                    return Ok(());
-                }
-                Some(l)
-                    if write.condition == Condition::Absent && !l.is_value() && expected == 0 =>
-                {
-                    expected = l.revision;
-                    continue;
-                }
-                _ => {}
-            }
-            // The key moved on. Either another delivery wrote it first (a
-            // conflict), or this record's write was applied before (a
-            // crash, a lost PubAck) and written over since: servers from
-            // 2.10 on check the expectation before the duplicate id, so the
-            // error does not tell. The fence does.
-            let applied = self.fence(jet, &write.bucket, record, index).await?;
-            tracing::debug!(key = %write.key, record = %record.id, applied, "fenced a conditional write that met a moved key");
-            if applied {
-                return Ok(());
-            }
-            let wanted = match write.condition {
-                Condition::Absent => "no value".to_string(),
-                _ => format!("revision {expected}"),
-            };
-            return Err(ApplyError::Conflict(format!(
-                "key \"{}\" in bucket \"{}\" moved on; the write expected {wanted}",
-                write.key, write.bucket
-            )));
+            // Another writer came between the read and the write: read again.
         }
-        Err(ApplyError::Conflict(format!(
-            "key \"{}\" in bucket \"{}\" changed while it was created",
-            write.key, write.bucket
+        Err(ApplyError::Failed(FlushError::Unavailable(
+            anyhow::anyhow!(
+                "{} kept changing under {WRITE_TRIES} tries to write it",
+                what()
+            ),
         )))
     }
 }
 
-/// The headers of write `index` of `record`.
-fn write_headers(record: &Record, index: usize, write: &Write, expected: Option<u64>) -> HeaderMap {
+/// The headers of write `index` of `record`, whose record is on `subject`.
+fn write_headers(
+    record: &Record,
+    subject: &str,
+    index: usize,
+    write: &Write,
+    expected: u64,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         crate::headers::MSG_ID,
         crate::headers::kv_write_id(&record.id, index).as_str(),
     );
     headers.insert(RECORD_ID, record.id.as_str());
+    headers.insert(RECORD_SUBJECT, subject);
+    headers.insert(WRITE_INDEX, index.to_string().as_str());
     if write.value.is_none() {
         headers.insert(KV_OPERATION, "DEL");
     }
-    if let Some(expected) = expected {
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.to_string().as_str(),
-        );
-    }
+    headers.insert(
+        EXPECTED_LAST_SUBJECT_SEQUENCE,
+        expected.to_string().as_str(),
+    );
     headers
 }
 

@@ -2,7 +2,8 @@
 //! outbox's outputs (`outbox`), the dead-letter copy (`dead_letter`),
 //! key-value writes (`kv`, which also reads buckets for the sandbox) and
 //! the effect records that make them exactly-once in effect (`record`),
-//! and how a failed publish is sorted into the output's fault or an outage
+//! the requests guests of other hosts' worlds send while they run
+//! (`request`, the one thing not held back), and how a failed publish is sorted into the output's fault or an outage
 //! (`classify`, with the stream look-ups it needs).
 //!
 //! Every publish here waits for its PubAck. It may import telemetry and the
@@ -14,6 +15,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod kv;
 pub(crate) mod outbox;
 pub(crate) mod record;
+pub(crate) mod request;
 
 use async_nats::jetstream;
 

@@ -131,6 +131,27 @@ pub(crate) async fn flush(
     }
 }
 
+/// Checks, before anything of a delivery is applied, that a stream stores
+/// every output's subject (the cached metadata), so that a delivery whose
+/// key-value writes are applied is not then held for an output with
+/// nowhere to go.
+pub(crate) async fn check_destinations(
+    jet: &Jet,
+    streams: &StreamCache,
+    entries: &[Outgoing],
+    configured: impl Fn(&str) -> bool,
+) -> Result<(), FlushError> {
+    for (index, out) in entries.iter().enumerate() {
+        let what = format!("output {index} to \"{}\"", out.subject);
+        match streams.lookup(&jet.api, &out.subject).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(no_stream(&what, &out.subject, &configured)),
+            Err(e) => return Err(FlushError::Unavailable(e.context(what))),
+        }
+    }
+    Ok(())
+}
+
 /// Output `index`'s headers: the guest's, its id, the source trail and the
 /// trace context.
 fn output_headers(source: &Source, index: usize, out: &Outgoing) -> async_nats::HeaderMap {

@@ -2,29 +2,46 @@
 //! delivery that writes key-value state will do (its writes and its
 //! outputs), stored before any of it is applied.
 //!
-//! One record per message, on `$WHARF.fx.<stream>.<consumer>.<sequence>`
-//! in the effects stream. It is created with an expected last sequence for
-//! its subject, so of two deliveries of one message (a redelivery racing a
-//! slow host) exactly one records its effects, and the other applies
-//! those. A redelivery that finds a record applies it instead of running
-//! the guest again, so its outputs never come from a state that already
-//! holds its own writes. The record is deleted once the message's ack is
-//! confirmed.
+//! Each message has its own subjects in the effects stream, under
+//! `$WHARF.fx.<stream>.<consumer>.<sequence>`: `.r` holds its record,
+//! `.a.<n>` marks its write `n` as applied once another delivery has
+//! written over it (see `super::kv`). A record is created with an
+//! expected last sequence for its subject, so of two deliveries of one
+//! message (a redelivery racing a slow host) exactly one records its
+//! effects, and the other applies those. A redelivery that finds a record
+//! applies it instead of running the guest again, so its outputs never
+//! come from a state that already holds its own writes. Once the
+//! message's ack is confirmed, its record is replaced by a small done
+//! marker: JetStream may deliver an acked message again after a server
+//! crash (acks not yet on disk are lost), and the marker keeps its writes
+//! from being applied twice, for as long as the effects stream keeps it
+//! (`max_age`).
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::Stream;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+
+mod codec;
+
+use codec::{decode, encode};
 
 use super::Jet;
 use super::classify::FlushError;
 use crate::source::Source;
 use crate::staged::Outgoing;
-use crate::state::{Condition, Write};
+use crate::state::Write;
 
 /// The header naming a record's id, and (on key-value writes) the record
 /// that wrote them.
 pub(crate) const RECORD_ID: &str = "Wharf-Effect";
+/// On key-value writes: the subjects of the record that wrote them.
+pub(crate) const RECORD_SUBJECT: &str = "Wharf-Record";
+/// On key-value writes: which of its record's writes this is.
+pub(crate) const WRITE_INDEX: &str = "Wharf-Write";
+/// On a record's subject: the record it replaced was applied and its
+/// message acked.
+pub(crate) const DONE: &str = "Wharf-Done";
 
 /// The subject prefix of effect records.
 pub(crate) const PREFIX: &str = "$WHARF.fx";
@@ -46,6 +63,18 @@ pub(crate) struct Stored {
     pub record: Record,
 }
 
+/// What a message's record subject holds.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Nothing: no delivery of the message recorded effects (or their
+    /// marker is gone with the stream's `max_age`).
+    Nothing,
+    /// A record, not known to be done.
+    Record(Stored),
+    /// A done marker: the message's effects were applied and it was acked.
+    Done,
+}
+
 /// Why a record could not be created.
 #[derive(Debug)]
 pub(crate) enum ClaimError {
@@ -60,14 +89,47 @@ pub(crate) enum ClaimError {
 #[derive(Clone)]
 pub(crate) struct Records {
     stream: Stream,
+    /// Records to mark done (their subject, the record's sequence and id),
+    /// in the order their messages were acked.
+    applied: tokio::sync::mpsc::Sender<(String, u64, String)>,
 }
 
+/// Markers waiting at most: past this, a record is left as it is (applying
+/// it again changes nothing) rather than holding up a delivery.
+const FORGET_QUEUE: usize = 4096;
+
 impl Records {
-    pub(crate) fn new(stream: Stream) -> Records {
-        Records { stream }
+    /// The records on `stream`, and a task that marks applied ones done,
+    /// one at a time. The task ends when the last `Records` is dropped.
+    pub(crate) fn new(stream: Stream, jet: Jet) -> Records {
+        let (applied, mut queue) =
+            tokio::sync::mpsc::channel::<(String, u64, String)>(FORGET_QUEUE);
+        tokio::spawn(async move {
+            while let Some((subject, sequence, id)) = queue.recv().await {
+                let mut headers = HeaderMap::new();
+                headers.insert(DONE, id.as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    sequence.to_string().as_str(),
+                );
+                let stored = match jet
+                    .publish
+                    .publish_with_headers(format!("{subject}.r"), headers, Bytes::new())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    tracing::debug!(error = %e, %subject, "could not mark an effect record done");
+                }
+            }
+        });
+        Records { stream, applied }
     }
 
-    /// The subject of the record of `source`'s message.
+    /// The subjects of the record of `source`'s message (the record is on
+    /// `.r` below it, the marks on `.a.<n>`).
     pub(crate) fn subject(source: &Source) -> String {
         format!(
             "{PREFIX}.{}.{}.{}",
@@ -75,38 +137,83 @@ impl Records {
         )
     }
 
-    /// The message's record, if one is stored.
-    pub(crate) async fn lookup(&self, source: &Source) -> Result<Option<Stored>, FlushError> {
-        let subject = Records::subject(source);
-        let found = if self.stream.cached_info().config.allow_direct {
-            match self
-                .stream
-                .direct_get_last_for_subject(subject.as_str())
-                .await
-            {
-                Ok(m) => Some((m.sequence, m.headers, m.payload)),
+    /// The last message on `subject`, if any.
+    async fn last(&self, subject: &str) -> Result<Option<(u64, HeaderMap, Bytes)>, FlushError> {
+        if self.stream.cached_info().config.allow_direct {
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(m) => Ok(Some((m.sequence, m.headers, m.payload))),
                 Err(e)
                     if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
                 {
-                    None
+                    Ok(None)
                 }
-                Err(e) => return Err(unavailable(e, "reading the delivery's effect record")),
+                Err(e) => Err(unavailable(e, "reading the effects stream")),
             }
         } else {
-            match self.stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(m) => Some((m.sequence, m.headers, m.payload)),
+            match self.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some((m.sequence, m.headers, m.payload))),
                 Err(e)
                     if e.kind()
                         == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
                 {
-                    None
+                    Ok(None)
                 }
-                Err(e) => return Err(unavailable(e, "reading the delivery's effect record")),
+                Err(e) => Err(unavailable(e, "reading the effects stream")),
             }
-        };
+        }
+    }
+
+    /// Whether write `index` of the record on `subject` is marked applied.
+    pub(crate) async fn is_marked(&self, subject: &str, index: usize) -> Result<bool, FlushError> {
+        Ok(self.last(&format!("{subject}.a.{index}")).await?.is_some())
+    }
+
+    /// Marks write `index` of record `id` (on `subject`) as applied, if
+    /// that record is still there: its message is not settled, so a
+    /// redelivery may have to tell whether the write was applied. Returns
+    /// once the mark is stored.
+    pub(crate) async fn mark_if_pending(
+        &self,
+        jet: &Jet,
+        subject: &str,
+        id: &str,
+        index: usize,
+    ) -> Result<(), FlushError> {
+        if !subject.starts_with(PREFIX) {
+            return Ok(());
+        }
+        let pending = self
+            .last(&format!("{subject}.r"))
+            .await?
+            .is_some_and(|(_, h, _)| h.get(RECORD_ID).is_some_and(|v| v.as_str() == id));
+        tracing::debug!(%subject, record = %id, pending, "overwriting another record's write");
+        if !pending {
+            return Ok(());
+        }
+        let mark = format!("{subject}.a.{index}");
+        let mut headers = HeaderMap::new();
+        headers.insert(RECORD_ID, id);
+        match jet
+            .publish
+            .publish_with_headers(mark.clone(), headers, Bytes::new())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| unavailable(e, &format!("marking \"{mark}\"")))
+    }
+
+    /// What the message's record subject holds.
+    pub(crate) async fn lookup(&self, source: &Source) -> Result<Found, FlushError> {
+        let subject = format!("{}.r", Records::subject(source));
+        let found = self.last(&subject).await?;
         let Some((sequence, headers, payload)) = found else {
-            return Ok(None);
+            return Ok(Found::Nothing);
         };
+        if headers.get(DONE).is_some() {
+            return Ok(Found::Done);
+        }
         let id = headers
             .get(RECORD_ID)
             .map(|v| v.as_str().to_string())
@@ -117,7 +224,7 @@ impl Records {
                  the message is held until it is removed or repaired"
             ))
         })?;
-        Ok(Some(Stored { sequence, record }))
+        Ok(Found::Record(Stored { sequence, record }))
     }
 
     /// Stores `record` as the message's, if the last record on its subject
@@ -135,7 +242,7 @@ impl Records {
             "Nats-Expected-Last-Subject-Sequence",
             after.to_string().as_str(),
         );
-        let subject = Records::subject(source);
+        let subject = format!("{}.r", Records::subject(source));
         let failed = match jet
             .publish
             .publish_with_headers(subject.clone(), headers, encode(record))
@@ -158,217 +265,19 @@ impl Records {
         ))
     }
 
-    /// Deletes a record whose message is acked (confirmed). A record left
-    /// behind (the host stopped first) only takes room until the stream's
-    /// limits remove it: its message will not be delivered again.
-    pub(crate) async fn forget(&self, sequence: u64) {
-        if let Err(e) = self.stream.delete_message(sequence).await {
-            tracing::debug!(error = %e, sequence, "could not delete an applied effect record");
+    /// Replaces, soon, the record of `source`'s message (at `sequence`, with
+    /// `id`) with a done marker, once the message is acked (confirmed) or
+    /// dead-lettered. A record left as it is (the host stopped first, or the
+    /// queue was full) is applied again if the message comes back, which
+    /// stores nothing twice.
+    pub(crate) fn forget(&self, source: &Source, sequence: u64, id: &str) {
+        let marked = (Records::subject(source), sequence, id.to_string());
+        if self.applied.try_send(marked).is_err() {
+            tracing::debug!("effect record left as it is");
         }
     }
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static, what: &str) -> FlushError {
     FlushError::Unavailable(anyhow::Error::new(e).context(what.to_string()))
-}
-
-const MAGIC: &[u8; 4] = b"WFX1";
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    out.put_u32(b.len() as u32);
-    out.put_slice(b);
-}
-
-/// A record as a message payload: a magic number, then the writes and the
-/// outputs, every field length-prefixed.
-pub(crate) fn encode(record: &Record) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_slice(MAGIC);
-    out.put_u32(record.writes.len() as u32);
-    for w in &record.writes {
-        put_bytes(&mut out, w.bucket.as_bytes());
-        put_bytes(&mut out, w.key.as_bytes());
-        match w.condition {
-            Condition::None => out.put_u8(0),
-            Condition::Revision(r) => {
-                out.put_u8(1);
-                out.put_u64(r);
-            }
-            Condition::Absent => out.put_u8(2),
-        }
-        match &w.value {
-            Some(v) => {
-                out.put_u8(1);
-                put_bytes(&mut out, v);
-            }
-            None => out.put_u8(0),
-        }
-    }
-    out.put_u32(record.outputs.len() as u32);
-    for o in &record.outputs {
-        put_bytes(&mut out, o.subject.as_bytes());
-        out.put_u8(u8::from(o.has_msg_id));
-        let pairs: Vec<(String, String)> = o
-            .headers
-            .iter()
-            .flat_map(|(name, values)| {
-                let name: &str = name.as_ref();
-                values
-                    .iter()
-                    .map(move |v| (name.to_string(), v.as_str().to_string()))
-            })
-            .collect();
-        out.put_u32(pairs.len() as u32);
-        for (name, value) in pairs {
-            put_bytes(&mut out, name.as_bytes());
-            put_bytes(&mut out, value.as_bytes());
-        }
-        put_bytes(&mut out, &o.payload);
-    }
-    out.freeze()
-}
-
-struct Reader(Bytes);
-
-impl Reader {
-    fn need(&self, n: usize) -> Result<(), String> {
-        if self.0.remaining() < n {
-            Err("truncated".into())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        self.need(1)?;
-        Ok(self.0.get_u8())
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        self.need(4)?;
-        Ok(self.0.get_u32())
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        self.need(8)?;
-        Ok(self.0.get_u64())
-    }
-
-    fn bytes(&mut self) -> Result<Bytes, String> {
-        let n = self.u32()? as usize;
-        self.need(n)?;
-        Ok(self.0.split_to(n))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
-    }
-}
-
-/// Reads a record written by `encode`.
-pub(crate) fn decode(id: String, payload: Bytes) -> Result<Record, String> {
-    if !payload.starts_with(MAGIC) {
-        return Err("not an effect record".into());
-    }
-    let mut r = Reader(payload.slice(MAGIC.len()..));
-    let mut writes = Vec::new();
-    for _ in 0..r.u32()? {
-        let bucket = r.string()?;
-        let key = r.string()?;
-        let condition = match r.u8()? {
-            0 => Condition::None,
-            1 => Condition::Revision(r.u64()?),
-            2 => Condition::Absent,
-            other => return Err(format!("unknown condition {other}")),
-        };
-        let value = match r.u8()? {
-            0 => None,
-            _ => Some(r.bytes()?),
-        };
-        writes.push(Write {
-            bucket,
-            key,
-            value,
-            condition,
-        });
-    }
-    let mut outputs = Vec::new();
-    for _ in 0..r.u32()? {
-        let subject = r.string()?;
-        let has_msg_id = r.u8()? != 0;
-        let mut headers = HeaderMap::new();
-        for _ in 0..r.u32()? {
-            let name = r.string()?;
-            let value = r.string()?;
-            headers.append(name.as_str(), value.as_str());
-        }
-        let payload = r.bytes()?;
-        outputs.push(Outgoing {
-            subject,
-            payload,
-            headers,
-            has_msg_id,
-        });
-    }
-    if r.0.has_remaining() {
-        return Err("trailing bytes".into());
-    }
-    Ok(Record {
-        id,
-        writes,
-        outputs,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_reads_back_as_written() {
-        let mut headers = HeaderMap::new();
-        headers.insert("X-A", "1");
-        headers.append("X-A", "2");
-        headers.insert("Nats-Msg-Id", "mine");
-        let record = Record {
-            id: "r1".into(),
-            writes: vec![
-                Write {
-                    bucket: "acct".into(),
-                    key: "a.b".into(),
-                    value: Some(Bytes::from_static(b"\x00\xff")),
-                    condition: Condition::Revision(42),
-                },
-                Write {
-                    bucket: "acct".into(),
-                    key: "gone".into(),
-                    value: None,
-                    condition: Condition::None,
-                },
-                Write {
-                    bucket: "seen".into(),
-                    key: "p-1".into(),
-                    value: Some(Bytes::new()),
-                    condition: Condition::Absent,
-                },
-            ],
-            outputs: vec![Outgoing {
-                subject: "out.x".into(),
-                payload: Bytes::from_static(b"payload"),
-                headers,
-                has_msg_id: true,
-            }],
-        };
-        let back = decode("r1".into(), encode(&record)).unwrap();
-        assert_eq!(back.writes, record.writes);
-        assert_eq!(back.outputs.len(), 1);
-        let o = &back.outputs[0];
-        assert_eq!((o.subject.as_str(), o.has_msg_id), ("out.x", true));
-        assert_eq!(o.payload, record.outputs[0].payload);
-        let values: Vec<&str> = o.headers.get_all("X-A").map(|v| v.as_str()).collect();
-        assert_eq!(values, ["1", "2"]);
-        for bad in [&b"WFX1\x00\x00"[..], b"nope", &encode(&record)[..20]] {
-            assert!(decode(String::new(), Bytes::copy_from_slice(bad)).is_err());
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! The commands beside `wharf run`: `dev` (a local server, the streams,
 //! the handlers), `dlq` (list, show, replay and purge dead-letter copies),
-//! and `server` (local `nats-server` children for dev, the tests and the
-//! benchmark).
+//! `streams` (create or verify the declared streams), and `server` (local
+//! `nats-server` children for dev, the tests and the benchmark).
 //!
 //! The top of the dependency order: it may import any layer; nothing
 //! imports it.
@@ -9,3 +9,4 @@
 pub mod dev;
 pub mod dlq;
 pub mod server;
+pub mod streams;

@@ -1,5 +1,5 @@
-//! The host's only view of the WIT worlds: `bindgen!` runs here and nowhere
-//! else, once per world the host runs.
+//! The host's view of Wharf's own WIT worlds: `bindgen!` runs here, once
+//! per world, and in `super::worlds` for other hosts' worlds.
 //!
 //! `wharf:handler@0.2.0`'s `types` interface is the same as 0.1.0's, so
 //! both versions share one set of Rust types (`Message`, `HandlerError`, …)
@@ -47,7 +47,9 @@ pub use self::v01::wharf::handler::types::{
 };
 pub use self::v02::wharf::handler::kv_types::{Entry, KvError};
 
-/// The world a handler's component implements.
+/// The world a handler's component implements. Its `handle` export is the
+/// same in every version of Wharf's own; the version only decides what it
+/// may import. A batch handler exports `handle-batch` instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum World {
     /// `wharf:handler/handler@0.1.0`.
@@ -56,17 +58,16 @@ pub(crate) enum World {
     V02,
     /// `wharf:handler/batch-handler@0.2.0`.
     Batch,
+    /// Another host's world (run by `super::worlds`).
+    Compat(super::detect::Compat),
 }
 
 impl World {
-    /// The worlds Wharf runs, for messages.
-    pub(crate) const ACCEPTED: &str = "wharf:handler/handler@0.2.0, \
-         wharf:handler/handler@0.1.0 or wharf:handler/batch-handler@0.2.0";
-
-    /// The world a component was built for: `batch-handler` when it
-    /// exports `handle-batch`; otherwise told by the version of the
-    /// `wharf:handler` interfaces it imports. One that imports none of them
-    /// runs the same under either; it is called the newest.
+    /// The world a component built for Wharf's own world implements:
+    /// `batch-handler` when it exports `handle-batch`; otherwise told by
+    /// the version of the `wharf:handler` interfaces it imports. One that
+    /// imports none of them runs the same under either; it is called the
+    /// newest.
     pub(crate) fn of(
         engine: &wasmtime::Engine,
         component: &wasmtime::component::Component,
@@ -81,30 +82,13 @@ impl World {
         if old { World::V01 } else { World::V02 }
     }
 
-    /// The world's name, as `wharf check` and metrics show it.
+    /// The world's name, as `wharf check` and the logs show it.
     pub(crate) fn name(self) -> &'static str {
         match self {
             World::V01 => "wharf:handler/handler@0.1.0",
             World::V02 => "wharf:handler/handler@0.2.0",
             World::Batch => "wharf:handler/batch-handler@0.2.0",
-        }
-    }
-}
-
-/// A handler's compiled component, linked and ready to instantiate, by the
-/// kind of export it has.
-pub(crate) enum Pre<T: 'static> {
-    /// `handle`: one message per call (either `handler` world).
-    Single(v01::HandlerPre<T>),
-    /// `handle-batch`: a batch of messages per call.
-    Batch(batch::BatchHandlerPre<T>),
-}
-
-impl<T: 'static> Clone for Pre<T> {
-    fn clone(&self) -> Pre<T> {
-        match self {
-            Pre::Single(p) => Pre::Single(p.clone()),
-            Pre::Batch(p) => Pre::Batch(p.clone()),
+            World::Compat(c) => c.name(),
         }
     }
 }

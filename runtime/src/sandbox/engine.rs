@@ -16,9 +16,11 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::config::HandlerConfig;
-use crate::sandbox::bindings::{Pre, World, batch::BatchHandlerPre, v01::HandlerPre};
+use crate::sandbox::bindings::{World, batch::BatchHandlerPre};
 use crate::sandbox::component::Footprint;
+use crate::sandbox::detect::{self, Detected};
 use crate::sandbox::store::StoreState;
+use crate::sandbox::worlds::HandlerPre;
 
 /// How often the epoch advances. Deadlines are checked, and looping guests
 /// yield to the async runtime, once per tick.
@@ -244,19 +246,35 @@ pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> 
     Ok(linker)
 }
 
-/// Compiles a handler's component, checks it implements a world Wharf runs
-/// and the one its config asks for (`batch` or not), and tells which.
+/// A handler's compiled component, linked and ready to instantiate, by the
+/// kind of export it has.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// `handle` (any world with one message per call).
+    Single(HandlerPre),
+    /// `handle-batch`: a batch of messages per call.
+    Batch(BatchHandlerPre<StoreState>),
+}
+
+/// Compiles a handler's component, tells which world it implements
+/// (`super::detect`), checks it is the one the handler's config asks for
+/// (`batch` or not), and that it links and exports what that world calls.
+/// Returns the linked component, its world, and what detection saw.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<StoreState>,
     handler: &HandlerConfig,
     bytes: &[u8],
-) -> anyhow::Result<(Pre<StoreState>, World)> {
+) -> anyhow::Result<(Pre, World, Detected)> {
     let (name, path) = (&handler.name, handler.component.display());
+    let detected = detect::detect(name, &handler.component, bytes)?;
     let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("handler \"{name}\": compiling component {path}"))?;
-    let world = World::of(engine, &component);
+    let world = match detected.world {
+        None => World::of(engine, &component),
+        Some(c) => World::Compat(c),
+    };
     match (world, handler.batch.is_some()) {
         (World::Batch, false) => anyhow::bail!(
             "handler \"{name}\": component {path} exports `handle-batch` ({}), but the handler \
@@ -264,18 +282,12 @@ pub(crate) fn compile(
              or build the component for the handler world (export `handle`)",
             world.name()
         ),
-        (World::V01 | World::V02, true) => {
-            // A component exporting neither is told about below, by what it lacks.
-            let exports = component.component_type();
-            if exports.exports(engine).any(|(n, _)| n == "handle") {
-                anyhow::bail!(
-                    "handler \"{name}\": field `batch`: component {path} exports `handle` ({}), \
-                     not `handle-batch`; remove `batch`, or build the component for the \
-                     batch-handler world (wharf:handler/batch-handler@0.2.0)",
-                    world.name()
-                );
-            }
-        }
+        (World::V01 | World::V02 | World::Compat(_), true) => anyhow::bail!(
+            "handler \"{name}\": field `batch`: component {path} implements {}, not \
+             wharf:handler/batch-handler@0.2.0 (export `handle-batch`); remove `batch`, or \
+             build the component for the batch-handler world",
+            world.name()
+        ),
         _ => {}
     }
     let pre = linker
@@ -284,27 +296,34 @@ pub(crate) fn compile(
         .with_context(|| {
             format!(
                 "handler \"{name}\": component {path} imports something Wharf does not provide \
-                 (only WASI p2 and the imports of {} are available)",
-                World::ACCEPTED
+                 (only WASI p2, the imports of the worlds Wharf runs, wasi:keyvalue@0.2.0-draft2 \
+                 and @0.2.0-draft, and wasi:logging@0.1.0-draft are available)",
             )
         })?;
-    let pre =
-        if handler.batch.is_some() {
-            BatchHandlerPre::new(pre).map(Pre::Batch).map_err(anyhow::Error::from).with_context(|| {
-            format!(
-                "handler \"{name}\": component {path} does not implement the world its `batch` \
-                 field asks for (wharf:handler/batch-handler@0.2.0; it must export \
-                 `handle-batch: func(messages: list<message>) -> list<result<_, handler-error>>`)"
-            )
-        })?
-        } else {
-            HandlerPre::new(pre).map(Pre::Single).map_err(anyhow::Error::from).with_context(|| {
-            format!(
-                "handler \"{name}\": component {path} does not implement a world Wharf runs \
-                 ({}; it must export `handle: func(msg: message) -> result<_, handler-error>`)",
-                World::ACCEPTED
-            )
-        })?
-        };
-    Ok((pre, world))
+    let export = match (world, detected.world) {
+        (World::Batch, _) => {
+            "handle-batch: func(messages: list<message>) -> list<result<_, handler-error>>"
+        }
+        (_, None) => "handle: func(msg: message) -> result<_, handler-error>",
+        (_, Some(c)) => c.export(),
+    };
+    let does_not_match = || {
+        format!(
+            "handler \"{name}\": component {path} does not implement {} as Wharf runs it: \
+             its `{export}` export does not match",
+            world.name(),
+        )
+    };
+    let pre = if world == World::Batch {
+        BatchHandlerPre::new(pre)
+            .map(Pre::Batch)
+            .map_err(anyhow::Error::from)
+            .with_context(does_not_match)?
+    } else {
+        HandlerPre::new(detected.world, pre)
+            .map(Pre::Single)
+            .map_err(anyhow::Error::from)
+            .with_context(does_not_match)?
+    };
+    Ok((pre, world, detected))
 }

@@ -4,7 +4,7 @@
 //! the call produced. Only this module creates Stores.
 
 mod batch;
-mod failure;
+mod output;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,20 +17,21 @@ pub(crate) use batch::BatchRan;
 
 use crate::config::{HandlerConfig, Isolation};
 use crate::sandbox::bindings::batch::BatchHandler;
-use crate::sandbox::bindings::v01::Handler;
-use crate::sandbox::bindings::{HandlerError, Message, Pre, World};
-use crate::sandbox::engine::EPOCH_TICK;
+use crate::sandbox::bindings::{HandlerError, Message, World};
+use crate::sandbox::engine::{EPOCH_TICK, Pre};
 use crate::sandbox::store::{Shared, StoreState, new_store, rearm, start_batch};
+use crate::sandbox::trap::classify;
+use crate::sandbox::worlds::Handler;
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
 use crate::state::Write;
 use crate::telemetry::RunTimes;
-use failure::{classify, log_output};
+use output::log_output;
 
 /// One handler's compiled component and the instances it may reuse.
 pub(crate) struct Guest {
     engine: Engine,
-    pre: Pre<StoreState>,
+    pre: Pre,
     /// The world the component implements.
     pub world: World,
     shared: Shared,
@@ -65,7 +66,7 @@ enum Call<'m> {
 
 /// What the guest returned from one call.
 enum Returned {
-    One(Result<(), HandlerError>),
+    One(Outcome),
     Batch(Vec<Result<(), HandlerError>>),
 }
 
@@ -93,7 +94,7 @@ pub(crate) struct Ran {
 }
 
 impl Guest {
-    pub(crate) fn new(engine: Engine, pre: Pre<StoreState>, world: World, shared: Shared) -> Guest {
+    pub(crate) fn new(engine: Engine, pre: Pre, world: World, shared: Shared) -> Guest {
         Guest {
             engine,
             pre,
@@ -168,7 +169,7 @@ impl Guest {
         let output = state.wasi.output.take();
         log_output(&self.shared.name, &output, state.log.dropped);
         let outcome = match result {
-            Ok(Ok(Returned::One(result))) => outcome(result),
+            Ok(Ok(Returned::One(outcome))) => outcome,
             Ok(Ok(Returned::Batch(_))) => unreachable!("a single call returns one result"),
             Ok(Err(e)) => {
                 called.instance = None;
@@ -341,10 +342,10 @@ impl Guest {
             let mut store = new_store(&self.engine, &self.shared);
             let instance = pre.instantiate_async(&mut store).await?;
             let t1 = Instant::now();
-            let result = instance.call_handle(&mut store, message).await?;
+            let outcome = instance.call_handle(&mut store, message).await?;
             drop(store);
             let t2 = Instant::now();
-            anyhow::ensure!(result.is_ok(), "the guest did not succeed");
+            anyhow::ensure!(outcome == Outcome::Ok, "the guest did not succeed");
             instantiate += t1 - t0;
             call += t2 - t1;
         }

@@ -1,7 +1,8 @@
-//! The linker every handler shares: WASI p2 and every version of the
-//! `wharf:handler` imports, each capability reached through its state in
-//! the Store. A component links against whichever version and world it
-//! was built for; all are served by the same capabilities (a batch's
+//! The linker every handler shares: WASI p2, every version and world of
+//! the `wharf:handler` imports and the imports of other hosts' worlds
+//! (`super::worlds`), each capability reached through its state in the
+//! Store. A component links against whichever version and world it was
+//! built for; all are served by the same capabilities (a batch's
 //! `batch-host` through one outbox and key-value staging per message).
 
 use anyhow::Context as _;
@@ -218,7 +219,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<(
         .context("linking the wharf:handler@0.2.0 host API")?;
     batch::BatchHandler::add_to_linker::<StoreState, BatchImportsData>(linker, batch_imports)
         .map_err(anyhow::Error::from)
-        .context("linking the wharf:handler@0.2.0 batch host API")
+        .context("linking the wharf:handler@0.2.0 batch host API")?;
+    super::worlds::add_to_linker(linker)
 }
 
 impl WasiView for StoreState {

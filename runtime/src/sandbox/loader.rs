@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use wasmtime::component::Linker;
 
 use crate::config::HandlerConfig;
+use crate::request::RequesterCell;
 use crate::sandbox::component;
 use crate::sandbox::engine::{self, Demand, Engines, EpochTicker, Kind};
 use crate::sandbox::guest::{self, Guest};
@@ -26,6 +27,9 @@ pub(crate) struct Loader {
     pub max_payload: MaxPayload,
     /// How guests read key-value buckets, set once the host has connected.
     pub kv_reader: ReaderCell,
+    /// How guests of other hosts' worlds send requests, set once the host
+    /// has connected.
+    pub requester: RequesterCell,
 }
 
 /// One handler's component, loaded.
@@ -34,6 +38,8 @@ pub(crate) struct Loaded {
     pub kind: Kind,
     /// A digest of the component's bytes, to tell whether a file changed.
     pub digest: u64,
+    /// The world it implements and what else it imports, in words.
+    pub described: String,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -74,6 +80,7 @@ impl Loader {
             demands,
             max_payload: MaxPayload::default(),
             kv_reader: ReaderCell::default(),
+            requester: RequesterCell::default(),
         };
         let mut loaded = Vec::new();
         for (h, (kind, file)) in handlers.iter().zip(files) {
@@ -84,12 +91,13 @@ impl Loader {
 
     fn compile(&self, h: &HandlerConfig, kind: Kind, bytes: &[u8]) -> anyhow::Result<Loaded> {
         let engine = self.engines.get(kind).clone();
-        let (pre, world) = engine::compile(&engine, &self.linkers[&kind], h, bytes)?;
+        let (pre, world, detected) = engine::compile(&engine, &self.linkers[&kind], h, bytes)?;
         let shared = self.shared(h);
         Ok(Loaded {
             guest: Guest::new(engine, pre, world, shared),
             kind,
             digest: digest(bytes),
+            described: detected.describe(world.name()),
         })
     }
 
@@ -145,6 +153,7 @@ impl Loader {
                 guest: running.with_settings(shared),
                 kind,
                 digest: running_digest,
+                described: running.world.name().to_string(),
             }));
         }
         self.compile(h, kind, &file.bytes)
@@ -158,6 +167,7 @@ impl Loader {
             Arc::new(h.clone()),
             self.max_payload.clone(),
             self.kv_reader.clone(),
+            self.requester.clone(),
         )
     }
 

@@ -1,5 +1,6 @@
 //! One delivery's Store: the per-delivery state every capability keeps
-//! (WASI, outbox, config values, log budget), the memory limiter and the
+//! (WASI, outbox, config values, log budget, key-value writes, requests,
+//! other worlds' resources), the memory limiter and the
 //! wall-clock deadline. Only `super::guest` creates Stores.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
     batch::Slot, batch::Staging, kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload,
-    publish::Outbox, values::Values, wasi::Wasi,
+    publish::Outbox, request::RequestAccess, request::Requests, values::Values, wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -83,6 +84,7 @@ pub(crate) struct Shared {
     pub values: Values,
     pub max_payload: MaxPayload,
     pub kv: KvAccess,
+    pub requests: RequestAccess,
     /// The most bytes of headers the host adds to one output.
     host_bytes: usize,
 }
@@ -92,9 +94,11 @@ impl Shared {
         handler: Arc<HandlerConfig>,
         max_payload: MaxPayload,
         kv_reader: crate::state::ReaderCell,
+        requester: crate::request::RequesterCell,
     ) -> Shared {
         let name: Arc<str> = Arc::from(handler.name.as_str());
         Shared {
+            requests: RequestAccess::new(handler.clone(), requester),
             kv: KvAccess::new(name.clone(), handler.kv.clone(), kv_reader),
             name,
             values: Values::new(handler.values.clone()),
@@ -115,6 +119,9 @@ pub(crate) struct StoreState {
     pub kv: Kv,
     /// A batch call's staging, one outbox and key-value staging per message.
     pub batch: Staging,
+    pub requests: Requests,
+    /// The resources of a component of another host's world.
+    pub compat: super::worlds::state::State,
     /// When the current call must stop; re-armed for every delivery.
     deadline: Instant,
     timeout: Duration,
@@ -149,6 +156,8 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
         kv: Kv::new(shared.kv.clone()),
         batch: Staging::default(),
+        requests: Requests::new(shared.requests.clone()),
+        compat: super::worlds::state::State::new(handler.clone()),
         deadline: Instant::now() + timeout,
         timeout,
         fuel: handler.fuel,
@@ -185,6 +194,7 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     state.outbox.take();
     state.kv.take();
     state.batch.clear();
+    state.requests.reset();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);

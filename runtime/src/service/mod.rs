@@ -27,9 +27,11 @@ use crate::connect;
 use crate::delivery::binding::{self, BindError, Seen};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::pull;
+use crate::problems::Problems;
 use crate::sandbox::engine;
 use crate::sandbox::engine::Kind;
 use crate::sandbox::loader::{Loaded, Loader};
+use crate::stream_spec::{self, Found};
 use crate::telemetry::{self, http};
 
 /// Every handler's component compiled, checked against the world, and
@@ -43,20 +45,23 @@ struct Prepared {
 
 /// Compiles and links every handler's component, and starts each once to
 /// refuse one that cannot start within its limits; no server needed. This
-/// is all of `wharf check` and the first step of `wharf run`.
+/// is the first step of `wharf run`.
 async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    let in_config = || format!("config {}", config.path.display());
+    prepare_handlers(config).await.with_context(in_config)
+}
+
+async fn prepare_handlers(config: &Config) -> anyhow::Result<Prepared> {
     let handlers = config.handlers.clone();
     let cache = config.runtime.compile_cache.clone();
-    let in_config = || format!("config {}", config.path.display());
     // Compiling is CPU-bound and can take seconds for a large component.
     let (loader, loaded) =
         tokio::task::spawn_blocking(move || Loader::start(&handlers, cache.as_deref()))
             .await
-            .context("compiling the components")?
-            .with_context(in_config)?;
+            .context("compiling the components")??;
     let ticker = loader.start_ticker();
     for l in &loaded {
-        l.guest.probe().await.with_context(in_config)?;
+        l.guest.probe().await?;
     }
     Ok(Prepared {
         loader: Arc::new(loader),
@@ -70,42 +75,109 @@ async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 pub struct Checked {
     /// The handler's name.
     pub handler: String,
-    /// The WIT world its component implements, e.g.
-    /// `wharf:handler/batch-handler@0.2.0`.
-    pub world: &'static str,
+    /// The world its component implements and what else it imports, e.g.
+    /// `wharf:handler/batch-handler@0.2.0` or
+    /// `wasmcloud:messaging@0.2.0 (compatibility), with wasi:keyvalue@0.2.0-draft2`.
+    pub world: String,
 }
 
-/// Validates a configuration and its components without a server, and
-/// tells which world each handler's component implements.
+/// Validates a configuration and its components without a server, says
+/// which world each handler's component implements, and reports every
+/// handler whose component fails, not only the first.
 pub async fn check(config: &Config) -> anyhow::Result<Vec<Checked>> {
-    let prepared = prepare(config).await?;
-    Ok(prepared
-        .loaded
-        .iter()
-        .map(|l| Checked {
-            handler: l.guest.handler().name.clone(),
-            world: l.guest.world.name(),
-        })
-        .collect())
+    let in_config = || format!("config {}", config.path.display());
+    let all = match prepare_handlers(config).await {
+        Ok(prepared) => {
+            return Ok(prepared
+                .loaded
+                .iter()
+                .map(|l| Checked {
+                    handler: l.guest.handler().name.clone(),
+                    world: l.described.clone(),
+                })
+                .collect());
+        }
+        Err(all) => all,
+    };
+    let mut problems = Problems::new();
+    if config.handlers.len() > 1 {
+        // Each on its own names every handler that fails.
+        for h in &config.handlers {
+            let one = Config {
+                handlers: vec![h.clone()],
+                ..config.clone()
+            };
+            if let Err(e) = prepare_handlers(&one).await {
+                problems.add(e);
+            }
+        }
+    }
+    if problems.is_empty() {
+        // Only together do they fail (the instance pool, say).
+        problems.add(all);
+    }
+    Err(problems
+        .into_result()
+        .with_context(in_config)
+        .expect_err("a problem was added"))
 }
 
-/// Checks what `check` does, then, against the server, that every handler's
-/// stream exists and its dead-letter and publish subjects are stored by a stream.
+/// Checks what `check` does, then, against the server, that every declared
+/// `[[stream]]` exists as declared, every handler's stream exists, and its
+/// dead-letter and publish subjects are stored by a stream; reports every
+/// problem found.
 pub async fn check_with_server(config: &Config) -> anyhow::Result<Vec<Checked>> {
-    let checked = check(config).await?;
-    let client = connect::connect(&config.nats, "wharf-check").await?;
+    let mut problems = Problems::new();
+    let checked = match check(config).await {
+        Ok(checked) => checked,
+        Err(e) => {
+            problems.add(e);
+            Vec::new()
+        }
+    };
+    let in_config = || format!("config {}", config.path.display());
+    let client = match connect::connect(&config.nats, "wharf-check").await {
+        Ok(client) => client,
+        Err(e) => {
+            problems.add(e);
+            return Err(problems
+                .into_result()
+                .with_context(in_config)
+                .expect_err("a problem was added"));
+        }
+    };
     let js = jetstream::new(client);
-    for handler in &config.handlers {
-        binding::stream(&js, handler)
-            .await
-            .map_err(BindError::into_error)?;
-        binding::subjects(&js, handler)
-            .await
-            .map_err(BindError::into_error)?;
+    for s in &config.streams {
+        match stream_spec::find(&js, s).await {
+            Err(e) => problems.add(e),
+            Ok(Found::Same) => {}
+            Ok(Found::Missing) => problems.push(format!(
+                "stream \"{}\" is declared in a [[stream]] table but does not exist; \
+                 create it with `wharf streams apply -c {}`",
+                s.name,
+                config.path.display()
+            )),
+            Ok(Found::Differs(diffs, _)) => problems.push(format!(
+                "stream \"{}\" differs from its [[stream]] table: {}; \
+                 `wharf streams apply --update` changes it",
+                s.name,
+                diffs.join("; ")
+            )),
+        }
     }
-    crate::delivery::state::open(&js, config)
-        .await
-        .map_err(BindError::into_error)?;
+    for handler in &config.handlers {
+        if let Err(BindError::Config(e) | BindError::Unavailable(e)) =
+            binding::subjects(&js, handler).await
+        {
+            problems.add(e);
+        }
+    }
+    if let Err(BindError::Config(e) | BindError::Unavailable(e)) =
+        crate::delivery::state::open(&js, config).await
+    {
+        problems.add(e);
+    }
+    problems.into_result().with_context(in_config)?;
     Ok(checked)
 }
 
@@ -224,6 +296,15 @@ pub(crate) async fn run_serving(
             "could not flush the last acks to the server; what they settled will be redelivered"
         );
     }
+    // Closing the connection before returning, rather than when the last
+    // handle is dropped, means nothing is left to notice a server that
+    // stops right after (`wharf dev` stops its own).
+    let close = async {
+        if link.client.drain().await.is_ok() {
+            link.state.closed().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     telemetry.flush();
     if failed.is_empty() {
         info!(reconnects = link.state.reconnects(), "stopped");
@@ -281,24 +362,44 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     let mut api = js.clone();
     api.set_timeout(crate::connect::REQUEST_TIMEOUT);
     let deadline = tokio::time::Instant::now() + config.runtime.startup_timeout;
+    // Every handler's subjects first, then every consumer: a config that
+    // does not match the server is refused with all its problems, before
+    // any consumer is created.
+    let mut problems = Problems::new();
     for loaded in &prepared.loaded {
         let handler = loaded.guest.handler();
-        until_answered(config, deadline, &handler.name, || async {
-            binding::subjects(&api, handler).await?;
-            binding::consumer(&api, handler, Seen::First)
-                .await
-                .map(|_| ())
-        })
-        .await?;
+        let checked = answered(config, deadline, &handler.name, || {
+            binding::subjects(&api, handler)
+        });
+        if let Err(e) = checked.await? {
+            problems.add(e);
+        }
     }
-    let state = until_answered(config, deadline, "key-value state", || {
+    problems.clone().into_result()?;
+    for loaded in &prepared.loaded {
+        let handler = loaded.guest.handler();
+        let bound = answered(config, deadline, &handler.name, || {
+            binding::consumer(&api, handler, Seen::First)
+        });
+        if let Err(e) = bound.await? {
+            problems.add(e);
+        }
+    }
+    problems.into_result()?;
+    let state = answered(config, deadline, "key-value state", || {
         crate::delivery::state::open(&api, config)
     })
-    .await?;
+    .await??;
     prepared
         .loader
         .kv_reader
         .set(Arc::new(state.buckets.clone()));
+    prepared
+        .loader
+        .requester
+        .set(Arc::new(crate::effects::request::NatsRequester(
+            link.client.clone(),
+        )));
     Ok(Started {
         prepared,
         link,
@@ -308,23 +409,20 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     })
 }
 
-/// Runs a binding step until the server answers it, for at most
-/// `startup_timeout` in all; a configuration error ends it at once.
-async fn until_answered<T, F, Fut>(
+/// Runs a binding step until the server answers: `Ok(Err(_))` when the
+/// config does not match the server, `Err(_)` when it did not answer
+/// within `startup_timeout`.
+async fn answered<T, F: Future<Output = Result<T, BindError>>>(
     config: &Config,
     deadline: tokio::time::Instant,
     what: &str,
-    mut step: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, BindError>>,
-{
+    step: impl Fn() -> F,
+) -> anyhow::Result<anyhow::Result<T>> {
     let mut delay = Duration::from_millis(100);
     loop {
         match step().await {
-            Ok(t) => return Ok(t),
-            Err(BindError::Config(e)) => return Err(e),
+            Ok(t) => return Ok(Ok(t)),
+            Err(BindError::Config(e)) => return Ok(Err(e)),
             Err(BindError::Unavailable(e)) => {
                 if tokio::time::Instant::now() + delay > deadline {
                     return Err(e.context(format!(

@@ -37,11 +37,18 @@ impl Signals {
     /// Resolves on the first signal; a second signal exits the process at
     /// once with code 130. That is still safe: whatever was not acked is
     /// redelivered.
-    pub async fn first_then_force(mut self) {
+    pub async fn first_then_force(self) {
+        self.first_then_force_with(|| {}).await
+    }
+
+    /// `first_then_force`, running `cleanup` (stopping a child process,
+    /// removing a file) before the second signal exits the process.
+    pub async fn first_then_force_with(mut self, cleanup: impl FnOnce() + Send + 'static) {
         self.recv().await;
         tokio::spawn(async move {
             self.recv().await;
             eprintln!("second signal: exiting now; unacked messages will be redelivered");
+            cleanup();
             std::process::exit(130);
         });
     }

@@ -70,6 +70,32 @@ fn every_row_of_the_settlement_table() {
             3,
             dl(DeadLetterKind::Rejected, "bad"),
         ),
+        // Another host's world's error: the backoff, then `exhausted` with its text.
+        (
+            Outcome::Errored {
+                reason: "db down".into(),
+            },
+            2,
+            3,
+            Action::Nak { delay: secs(5) },
+        ),
+        (
+            Outcome::Errored {
+                reason: "db down".into(),
+            },
+            3,
+            3,
+            dl(DeadLetterKind::Exhausted, "db down"),
+        ),
+        (
+            Outcome::Errored { reason: " ".into() },
+            3,
+            3,
+            dl(
+                DeadLetterKind::Exhausted,
+                "handler returned an empty error on attempt 3 of 3",
+            ),
+        ),
         (
             Outcome::Reject {
                 reason: "bad".into(),

@@ -25,6 +25,7 @@ pub(crate) struct HandlerTelemetry {
     pub(super) dead_lettered: Counter,
     pub(super) dead_letters: Family<Labels, Counter>,
     pub(super) outputs: Counter,
+    pub(super) reruns: Counter,
     pub(super) handler_duration: Histogram,
     pub(super) settle_duration: Histogram,
     pub(super) instantiation: Histogram,
@@ -46,6 +47,7 @@ impl HandlerTelemetry {
 
     /// Records one settled delivery.
     pub(crate) fn settled(&self, r: &Record<'_>) {
+        self.reruns.inc_by(u64::from(r.reruns));
         match r.settled {
             Settled::Acked => {
                 self.acked.inc();

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -90,7 +91,16 @@ async fn accept(listener: tokio::net::TcpListener, app: Router, stop: Cancellati
     }
 }
 
+/// How long a scrape waits for fresh consumer counts.
+const RECOUNT_WAIT: Duration = Duration::from_secs(1);
+
 async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    // The consumer's pending counts are read now, not up to a poll ago.
+    let bound = t
+        .handlers
+        .iter()
+        .filter(|h| h.bound.load(Ordering::Relaxed));
+    futures::future::join_all(bound.map(|h| h.recount(RECOUNT_WAIT))).await;
     (
         [(
             header::CONTENT_TYPE,

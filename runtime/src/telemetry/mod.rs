@@ -99,6 +99,12 @@ impl Telemetry {
             "Outputs stored in JetStream for acked deliveries",
             outputs.clone(),
         );
+        let reruns = Family::<Labels, Counter>::default();
+        registry.register(
+            "wharf_conflict_reruns",
+            "Guest runs repeated because a key-value write conflicted",
+            reruns.clone(),
+        );
         let histogram =
             || Family::<Labels, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
         let handler_duration = histogram();
@@ -171,6 +177,7 @@ impl Telemetry {
                 dead_lettered: by("dead_lettered"),
                 dead_letters: dead_letters.clone(),
                 outputs: outputs.get_or_create(&labels).clone(),
+                reruns: reruns.get_or_create(&labels).clone(),
                 handler_duration: handler_duration.get_or_create(&labels).clone(),
                 settle_duration: settle_duration.get_or_create(&labels).clone(),
                 instantiation: instantiation.get_or_create(&labels).clone(),

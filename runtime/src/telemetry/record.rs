@@ -23,6 +23,8 @@ pub(crate) struct Record<'a> {
     pub ran: Option<RunTimes>,
     /// Outputs stored (for an acked delivery).
     pub outputs: usize,
+    /// Times the guest ran again after a key-value conflict.
+    pub reruns: u32,
     /// The reason, for a dead-lettered or dropped delivery.
     pub reason: Option<&'a str>,
     pub source: &'a Source,

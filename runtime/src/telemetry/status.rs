@@ -36,10 +36,14 @@ pub(crate) struct HandlerStatus {
     pub alive: AtomicBool,
     /// Whether the handler's consumer is bound now.
     pub bound: AtomicBool,
-    /// From the consumer's info, polled.
+    /// From the consumer's info, polled, and read again for each scrape.
     pub pending: AtomicU64,
     pub ack_pending: AtomicU64,
     pub redelivered: AtomicU64,
+    /// Asks the handler's consumer watcher to read the counts now.
+    pub recount: tokio::sync::Notify,
+    /// How many times the counts were read; a scrape waits for it to move.
+    pub counted: tokio::sync::watch::Sender<u64>,
 }
 
 impl HandlerStatus {
@@ -55,7 +59,18 @@ impl HandlerStatus {
             pending: AtomicU64::new(0),
             ack_pending: AtomicU64::new(0),
             redelivered: AtomicU64::new(0),
+            recount: tokio::sync::Notify::new(),
+            counted: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Asks for the consumer's counts to be read now and waits until they
+    /// are, for at most `wait` (the last counts stay when the server is slow).
+    pub(crate) async fn recount(&self, wait: std::time::Duration) {
+        let mut counted = self.counted.subscribe();
+        counted.mark_unchanged();
+        self.recount.notify_one();
+        let _ = tokio::time::timeout(wait, counted.changed()).await;
     }
 
     /// Counts a delivery held for a host-side failure while the guard lives.
@@ -131,6 +146,14 @@ impl Collector for State {
             "wharf_consumer_ack_pending_messages",
             "Messages delivered and not yet settled",
             |h| load_u(&h.ack_pending),
+        )?;
+        // The figure KEDA's nats-jetstream scaler scales on, from the
+        // latest poll of the consumer's info.
+        self.gauge(
+            &mut encoder,
+            "wharf_consumer_backlog_messages",
+            "Messages not yet delivered plus delivered and not yet settled",
+            |h| load_u(&h.pending).saturating_add(load_u(&h.ack_pending)),
         )?;
         self.gauge(
             &mut encoder,

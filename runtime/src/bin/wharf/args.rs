@@ -61,10 +61,25 @@ pub(crate) enum Command {
         config: ConfigArg,
         #[command(flatten)]
         metrics: MetricsArg,
+        /// The local server's client port (default: 4222 when free, else any
+        /// free port; 0 for any free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Keep the local server's data in this directory between runs
+        /// (default: a temporary directory, removed on exit).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Create or verify the streams the config declares in [[stream]] tables.
+    Streams {
+        #[command(subcommand)]
+        action: StreamsAction,
     },
     /// Inspect, replay or purge dead-letter messages.
     Dlq {
-        /// The configuration file; the handler's `dead_letter` subject locates the copies.
+        /// The configuration file; the handler's `dead_letter` subject locates the
+        /// copies. Without --url, NATS_URL or [nats] url, a `wharf dev` running
+        /// with this config is used.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// The handler whose dead-letters to use (needed when the config has several).
@@ -77,6 +92,23 @@ pub(crate) enum Command {
         nats: Connection,
         #[command(subcommand)]
         action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StreamsAction {
+    /// Create the declared streams that are missing and verify the others;
+    /// then check that every handler's stream, dead-letter and publish
+    /// subjects are covered.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        nats: Connection,
+        /// Change existing streams whose settings differ from their
+        /// [[stream]] table (without it, they are reported and left alone).
+        #[arg(long)]
+        update: bool,
     },
 }
 

@@ -7,25 +7,14 @@ use clap::Parser as _;
 use wharf::config::{Config, Connection};
 
 mod args;
+mod logs;
 
-use args::{Cli, Command, DlqAction};
+use args::{Cli, Command, DlqAction, StreamsAction};
 use wharf::dlq::Selector;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    // Colours only on a terminal: a service's log (journald, a file, a
-    // collector) gets plain text.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().with_current_span(true).init();
-    } else {
-        logs.init();
-    }
+    logs::init(&cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -56,7 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if config.handlers.len() == 1 { "" } else { "s" }
             );
             for c in checked {
-                println!("  handler \"{}\": {}", c.handler, c.world);
+                println!("handler \"{}\": world: {}", c.handler, c.world);
             }
             Ok(())
         }
@@ -76,16 +65,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 wharf::run(config, shutdown).await
             })
         }
-        Command::Dev { config, metrics } => {
+        Command::Dev {
+            config,
+            metrics,
+            port,
+            data_dir,
+        } => {
             let mut config = Config::load(&config.config)?;
             if metrics.metrics_addr.is_some() {
                 config.runtime.metrics_addr = metrics.metrics_addr;
             }
             config.runtime.watch |= metrics.watch;
-            runtime.block_on(async {
-                let shutdown = wharf::Signals::new()?.first_then_force();
-                wharf::dev::run(config, shutdown).await
-            })
+            let options = wharf::dev::Options { port, data_dir };
+            runtime
+                .block_on(async { wharf::dev::run(config, options, wharf::Signals::new()?).await })
+        }
+        Command::Streams {
+            action:
+                StreamsAction::Apply {
+                    config,
+                    nats,
+                    update,
+                },
+        } => {
+            let config = Config::load(&config.config)?;
+            runtime.block_on(wharf::streams::run(
+                &config,
+                nats,
+                update,
+                &mut std::io::stdout(),
+            ))
         }
         Command::Dlq {
             config,

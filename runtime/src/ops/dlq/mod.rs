@@ -73,11 +73,28 @@ pub struct Dlq {
 impl Dlq {
     /// Connects and finds the dead-letter stream.
     pub async fn open(target: Target, cli: Connection) -> anyhow::Result<Dlq> {
-        let connection = match &target {
+        let mut connection = match &target {
             Target::Config(c, _) => c.nats.clone().overlaid(cli),
             Target::Stream(_) => cli,
         };
-        let client = crate::connect::connect(&connection, "wharf-dlq").await?;
+        // Without a URL anywhere, the server of a `wharf dev` running with
+        // this config.
+        let mut from_dev = None;
+        if let (Target::Config(c, _), None) = (&target, &connection.url)
+            && let Some((url, pid, file)) = crate::ops::dev::state::running(&c.path)
+        {
+            connection.url = Some(url);
+            from_dev = Some((pid, file));
+        }
+        let client = crate::connect::connect(&connection, "wharf-dlq")
+            .await
+            .map_err(|e| match &from_dev {
+                Some((pid, file)) => e.context(format!(
+                    "the URL is from {}, which `wharf dev` (pid {pid}) wrote; is it still running?",
+                    file.display()
+                )),
+                None => e,
+            })?;
         let js = jetstream::new(client);
         let (stream_name, subject, handler, source_stream) = match target {
             Target::Stream(stream) => (stream, None, None, None),
@@ -128,7 +145,7 @@ impl Dlq {
         Ok(())
     }
 
-    /// Every header and a payload preview of copy `seq`.
+    /// Every header and the payload of copy `seq`.
     pub async fn show(&self, seq: u64) -> anyhow::Result<String> {
         let selector = Selector::Sequences([seq].into());
         self.ensure_present(&selector).await?;
@@ -247,7 +264,8 @@ fn list_line(e: &Entry) -> String {
     )
 }
 
-/// The `show` view: every header and a payload preview.
+/// The `show` view: every header and the payload, text as it is, anything
+/// else in hex.
 fn format_show(e: &Entry) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "sequence: {}", e.sequence);
@@ -264,12 +282,78 @@ fn format_show(e: &Entry) -> String {
             let _ = writeln!(out, "  {name}: {}", escape_controls(v));
         }
     }
-    const PREVIEW: usize = 1024;
-    let shown = &e.payload[..e.payload.len().min(PREVIEW)];
-    let _ = writeln!(out, "payload ({} bytes):", e.payload.len());
-    let _ = writeln!(out, "  {}", String::from_utf8_lossy(shown).escape_debug());
-    if e.payload.len() > PREVIEW {
-        let _ = writeln!(out, "  ... ({} more bytes)", e.payload.len() - PREVIEW);
+    match printable(&e.payload) {
+        Some(text) => {
+            let _ = writeln!(out, "payload ({} bytes, text):", e.payload.len());
+            out.push_str(text);
+            if !text.is_empty() && !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        None => {
+            let _ = writeln!(out, "payload ({} bytes, binary, in hex):", e.payload.len());
+            out.push_str(&hex_dump(&e.payload));
+        }
     }
     out
+}
+
+/// The payload as text, when it is UTF-8 with no control characters but
+/// line breaks and tabs: what cannot drive the operator's terminal is
+/// printed as it is.
+fn printable(payload: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let fine = match c {
+            '\n' | '\t' => true,
+            '\r' => chars.peek() == Some(&'\n'),
+            c => !c.is_control(),
+        };
+        if !fine {
+            return None;
+        }
+    }
+    Some(text)
+}
+
+/// Sixteen bytes a line: offset, hex, and the printable ASCII beside.
+fn hex_dump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, row) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = row
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{:08x}  {:<47}  |{ascii}|", i * 16, hex.join(" "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_printed_as_it_is_and_the_rest_in_hex() {
+        assert_eq!(
+            printable(b"{\"a\": \"b\"}\r\n\tx"),
+            Some("{\"a\": \"b\"}\r\n\tx")
+        );
+        assert_eq!(printable(b"a\x1b[2Jb"), None);
+        assert_eq!(printable(b"a\rb"), None);
+        assert_eq!(printable(&[0xff, 0x00]), None);
+        assert_eq!(
+            hex_dump(b"0123456789abcdef\x00\xff"),
+            "00000000  30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66  |0123456789abcdef|\n\
+             00000010  00 ff                                            |..|\n"
+        );
+    }
 }

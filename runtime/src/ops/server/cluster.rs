@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 
-use super::{find_binary, spawn};
+use super::{Group, find_binary, spawn};
 
 /// The cluster name every node of a [`NatsCluster`] shares.
 const CLUSTER_NAME: &str = "wharf";
@@ -76,7 +76,7 @@ impl NatsCluster {
             let store_dir = cluster._temp.path().join(&name);
             let routes: Vec<String> = cluster.nodes.iter().map(Node::route_url).collect();
             let args = node_args(&name, &store_dir, None, None, &routes, i > 0);
-            let (child, listening) = spawn(&cluster.bin, &args, true)
+            let (child, listening) = spawn(&cluster.bin, &args, true, Group::Parent)
                 .with_context(|| format!("starting cluster node {name}"))?;
             cluster.nodes.push(Node {
                 name,
@@ -149,7 +149,7 @@ impl NatsCluster {
             &routes,
             true,
         );
-        let (child, _) = spawn(&self.bin, &args, true)
+        let (child, _) = spawn(&self.bin, &args, true, Group::Parent)
             .with_context(|| format!("restarting cluster node {}", node.name))?;
         self.nodes[i].child = Some(child);
         Ok(())

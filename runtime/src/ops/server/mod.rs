@@ -77,7 +77,41 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Starts the server `wharf dev` runs: its store in `dir` (kept), or in
+    /// a temporary directory removed on drop; on `port`, or one it picks.
+    /// It runs in a process group of its own, so the Ctrl-C a terminal
+    /// sends to `wharf dev` does not stop it under the draining host: dev
+    /// stops it once the host has drained.
+    pub fn start_dev(dir: Option<&Path>, port: Option<u16>) -> anyhow::Result<NatsServer> {
+        let (dir, temp) = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the data directory {}", dir.display()))?;
+                (dir.to_path_buf(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("wharf-dev-")
+                    .tempdir()
+                    .context("creating a store directory for nats-server")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let mut server = NatsServer::spawn_in(&dir, port, &[], Group::Own)?;
+        server._temp = temp;
+        Ok(server)
+    }
+
     fn start_in_with(dir: &Path, port: Option<u16>, args: &[&str]) -> anyhow::Result<NatsServer> {
+        NatsServer::spawn_in(dir, port, args, Group::Parent)
+    }
+
+    fn spawn_in(
+        dir: &Path,
+        port: Option<u16>,
+        args: &[&str],
+        group: Group,
+    ) -> anyhow::Result<NatsServer> {
         let bin = find_binary()?;
         let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
         let mut command: Vec<OsString> = ["-js", "-a", "127.0.0.1", "-p", &port_arg, "--store_dir"]
@@ -85,7 +119,7 @@ impl NatsServer {
             .to_vec();
         command.push(dir.into());
         command.extend(args.iter().map(OsString::from));
-        let (child, listening) = spawn(&bin, &command, false)?;
+        let (child, listening) = spawn(&bin, &command, false, group)?;
         Ok(NatsServer {
             child,
             port: listening.client,
@@ -135,6 +169,16 @@ impl Drop for NatsServer {
     }
 }
 
+/// Which process group a server runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// The parent's: a Ctrl-C in the terminal stops it too, so an
+    /// interrupted test run leaves no server behind.
+    Parent,
+    /// Its own: signals to the parent's group do not reach it.
+    Own,
+}
+
 /// The ports a server reported once it listened.
 struct Listening {
     client: u16,
@@ -146,8 +190,17 @@ struct Listening {
 /// on for clients and, when `routes` is set, the one for routes from other
 /// nodes. Its stderr is read to the end on a thread of its own, so a chatty
 /// server never blocks on a full pipe.
-fn spawn(bin: &Path, args: &[OsString], routes: bool) -> anyhow::Result<(Child, Listening)> {
-    let mut child = Command::new(bin)
+fn spawn(
+    bin: &Path,
+    args: &[OsString],
+    routes: bool,
+    group: Group,
+) -> anyhow::Result<(Child, Listening)> {
+    let mut command = Command::new(bin);
+    if group == Group::Own {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -86,6 +86,16 @@ impl Kv {
         Ok(())
     }
 
+    /// How the handler may use `bucket`, if at all.
+    pub(crate) fn mode(&self, bucket: &str) -> Option<KvMode> {
+        self.access.config.buckets.get(bucket).copied()
+    }
+
+    /// Whether this delivery has staged a write of the key already.
+    pub(crate) fn is_staged(&self, bucket: &str, key: &str) -> bool {
+        self.find(bucket, key).is_some()
+    }
+
     fn find(&self, bucket: &str, key: &str) -> Option<usize> {
         self.staged
             .iter()

@@ -2,7 +2,8 @@
 //! arguments (`wasi`), and the `wharf:handler/host` imports, one module per
 //! capability, each with its own per-delivery state: `publish` (the
 //! outbox), `kv` (key-value reads and staged writes), `values` (`config`
-//! lookups) and `log`; and `batch`, the `batch-host` import's per-message
+//! lookups), `log`, `request` (the requests of other hosts' worlds,
+//! sent at once), and `batch`, the `batch-host` import's per-message
 //! outboxes and key-value staging.
 //!
 //! The per-delivery Store state (`super::store::StoreState`) only holds
@@ -13,5 +14,6 @@ pub(crate) mod batch;
 pub(crate) mod kv;
 pub(crate) mod log;
 pub(crate) mod publish;
+pub(crate) mod request;
 pub(crate) mod values;
 pub(crate) mod wasi;

@@ -85,8 +85,10 @@ impl Outbox {
         crate::subject::validate(&subject, false).map_err(PublishError::Invalid)?;
         if !self.handler.publish.allows(&subject) {
             return Err(PublishError::NotAllowed(format!(
-                "subject \"{subject}\" is not in handler \"{}\"'s publish allow-list",
-                self.handler.name
+                "subject \"{subject}\" is not in handler \"{}\"'s publish allow-list ({}); \
+                 add it to the handler's `publish` in the config",
+                self.handler.name,
+                allowed(self.handler.publish.patterns())
             )));
         }
         if self.entries.len() >= self.handler.max_outbox_messages {
@@ -183,6 +185,23 @@ impl Outbox {
     }
 }
 
+/// The allow-list as a person reads it, cut after a few patterns.
+fn allowed(patterns: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if patterns.is_empty() {
+        return "empty: the handler may not publish".into();
+    }
+    let mut shown: Vec<String> = patterns
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("\"{p}\""))
+        .collect();
+    if patterns.len() > SHOWN {
+        shown.push(format!("and {} more", patterns.len() - SHOWN));
+    }
+    format!("allowed: {}", shown.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,10 +232,14 @@ mod tests {
     fn refuses_what_the_handler_does_not_allow() {
         let mut o = outbox("");
         assert!(o.push("out.a".into(), b"x".to_vec(), vec![]).is_ok());
-        assert!(matches!(
-            o.push("elsewhere".into(), vec![], vec![]),
-            Err(PublishError::NotAllowed(_))
-        ));
+        match o.push("elsewhere".into(), vec![], vec![]) {
+            Err(PublishError::NotAllowed(why)) => assert_eq!(
+                why,
+                "subject \"elsewhere\" is not in handler \"h\"'s publish allow-list \
+                 (allowed: \"out.>\"); add it to the handler's `publish` in the config"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             o.push("out.*".into(), vec![], vec![]),
             Err(PublishError::Invalid(_))
@@ -235,6 +258,19 @@ mod tests {
             );
         }
         assert_eq!(o.take().len(), 1);
+    }
+
+    /// A refused subject's error shows the allow-list, or that it is empty,
+    /// and cuts a long one.
+    #[test]
+    fn the_refusal_shows_the_allow_list() {
+        assert_eq!(allowed(&[]), "empty: the handler may not publish");
+        let many: Vec<String> = (0..10).map(|i| format!("out.{i}")).collect();
+        let shown = allowed(&many);
+        assert!(
+            shown.starts_with("allowed: \"out.0\", \"out.1\"") && shown.ends_with("and 2 more"),
+            "{shown}"
+        );
     }
 
     /// Headers every reader can parse: a name, and values without control characters.
