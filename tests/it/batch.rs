@@ -32,7 +32,9 @@ async fn publish_batch(js: &async_nats::jetstream::Context, behave: &str) {
 }
 
 /// Every output in `OUT`, by the input sequence it came from.
-async fn outputs_by_source(js: &async_nats::jetstream::Context) -> BTreeMap<u64, Vec<Stored>> {
+pub(crate) async fn outputs_by_source(
+    js: &async_nats::jetstream::Context,
+) -> BTreeMap<u64, Vec<Stored>> {
     let mut by: BTreeMap<u64, Vec<Stored>> = BTreeMap::new();
     for m in messages(js, "OUT").await {
         let seq = header(&m, "Wharf-Source-Sequence")
@@ -45,7 +47,9 @@ async fn outputs_by_source(js: &async_nats::jetstream::Context) -> BTreeMap<u64,
 }
 
 /// Every dead-letter copy as (source sequence, kind, reason).
-async fn dead_letters(js: &async_nats::jetstream::Context) -> Vec<(u64, String, String)> {
+pub(crate) async fn dead_letters(
+    js: &async_nats::jetstream::Context,
+) -> Vec<(u64, String, String)> {
     let mut out: Vec<(u64, String, String)> = messages(js, "DLQ")
         .await
         .iter()

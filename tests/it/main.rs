@@ -5,6 +5,7 @@ mod support;
 
 mod autoscale;
 mod batch;
+mod batch_sdks;
 mod chaos;
 mod cluster;
 mod compat;
