@@ -68,12 +68,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
-    // `--only noop-128B` runs one scenario, for profiling.
+    // `--only noop-128B` runs one scenario, for profiling; a comma-separated
+    // list runs several side by side.
     let args: Vec<String> = std::env::args().collect();
-    let only = args
+    let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect());
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
@@ -129,11 +131,9 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     })
     // Quick mode leaves out the comparison guests and the batch guests'
     // 4 KiB runs, to stay under three minutes; `--only noop-no-std-128B`
-    // (or noop-py-128B, noop-batch-4096B, …) runs one. The Python and
-    // JavaScript batch guests run once their fixtures exist.
-    .filter(|s| s.guest.available())
+    // (or noop-py-128B, noop-batch-4096B, …) runs one.
     .filter(|s| match &only {
-        Some(o) => s.name == *o,
+        Some(o) => o.contains(&s.name),
         None => {
             let comparison = matches!(s.guest, Guest::NoopNoStd | Guest::NoopStdHeap)
                 || s.guest.large()
@@ -240,7 +240,10 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     }
 
     // The counter workload: key-value state, exactly once in effect.
-    if only.as_deref().is_none_or(|o| o == "counter") {
+    if only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n == "counter"))
+    {
         let messages = settings.messages / 2;
         let (mut native, mut fresh, mut reuse) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..settings.rounds {

@@ -23,8 +23,7 @@ pub(crate) enum Guest {
     Python,
     /// A JavaScript handler that does nothing (SpiderMonkey in every instance).
     JavaScript,
-    /// Batch handlers in Python and JavaScript: they run once the SDKs have
-    /// batch entry points and these fixtures exist.
+    /// Batch handlers in Python and JavaScript that do nothing.
     PythonBatch,
     JavaScriptBatch,
 }
@@ -56,13 +55,6 @@ impl Guest {
             _ => return None,
         };
         Some((script, format!("guests/fixtures/{}/{file}", self.wasm())))
-    }
-
-    /// Whether the guest can be built here: the Python and JavaScript batch
-    /// fixtures come with the SDKs' batch entry points.
-    pub(crate) fn available(self) -> bool {
-        self.script()
-            .is_none_or(|(_, entry)| support::root().join(entry).exists())
     }
 
     /// The component: the Rust guests from `guests/`, the others built with
