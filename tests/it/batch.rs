@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use wharf::config::Config;
 
@@ -370,12 +369,7 @@ fn a_batch_component_and_its_config_must_agree() {
     let check = |component: &str, extra: &str| {
         let text = config_text("nats://127.0.0.1:1", &wasm(component), extra);
         let path = write_config(dir.path(), &text);
-        let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["check", "-c", path.to_str().unwrap()])
-            .env("WHARF_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running wharf");
+        let out = wharf_check(&path);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -151,9 +151,11 @@ impl Puller {
     /// twice in a row. Each pull asks for exactly the places it reserved,
     /// so nothing is held beyond the bound. While one pull is read, the
     /// next goes out as soon as half the bound is free, so the server
-    /// always has a pull to fill (as async-nats' own pull stream does);
-    /// pulls are still read one after the other, so messages join the line
-    /// in the order they arrive.
+    /// always has a pull to fill (as async-nats' own pull stream does).
+    /// Both open pulls are read at once: the server takes turns between
+    /// the pulls waiting on a consumer, so a message sent into the second
+    /// must not wait for the first to expire; messages join the line in
+    /// the order they arrive.
     async fn pull_from(&self, consumer: &PullConsumer) -> Unbound {
         let mut failures_in_a_row = 0u32;
         let mut failing = false;
@@ -164,7 +166,7 @@ impl Puller {
                 && !failing
                 && !self.stop.is_cancelled()
                 && self.dispatcher.stalls.is_clear();
-            let Some(front) = open.front_mut() else {
+            if open.is_empty() {
                 if failing {
                     return Unbound::Failing;
                 }
@@ -186,7 +188,7 @@ impl Puller {
                     Err(e) => failing = self.failed(&mut failures_in_a_row, e),
                 }
                 continue;
-            };
+            }
             if another && self.places.available_permits() >= early as usize {
                 let places = self.places.clone().try_acquire_many_owned(early);
                 if let Ok(places) = places {
@@ -197,25 +199,42 @@ impl Puller {
                     continue;
                 }
             }
-            tokio::select! {
-                biased;
-                next = front.next() => match next {
-                    Some(msg) => self.join(msg, front),
-                    None => {
-                        let done = open.pop_front().expect("the front pull");
-                        match done.failed {
-                            None => failures_in_a_row = 0,
-                            Some(e) => failing |= self.failed(&mut failures_in_a_row, e),
+            let event = {
+                let mut pulls = open.iter_mut();
+                let first = pulls.next().expect("an open pull");
+                let mut second = pulls.next();
+                let two = second.is_some();
+                tokio::select! {
+                    biased;
+                    next = first.next() => match next {
+                        Some(msg) => {
+                            self.join(msg, first);
+                            Event::Joined
                         }
-                    }
-                },
-                places = self.places.clone().acquire_many_owned(early), if another => {
-                    let places = places.expect("semaphore is never closed");
-                    match self.start(consumer, places).await {
-                        Ok(pull) => open.push_back(pull),
-                        Err(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                        None => Event::Ended(0),
+                    },
+                    next = async { second.as_mut().expect("two pulls open").next().await }, if two => match next {
+                        Some(msg) => {
+                            self.join(msg, second.expect("two pulls open"));
+                            Event::Joined
+                        }
+                        None => Event::Ended(1),
+                    },
+                    places = self.places.clone().acquire_many_owned(early), if another => {
+                        Event::Free(places.expect("semaphore is never closed"))
                     }
                 }
+            };
+            match event {
+                Event::Joined => {}
+                Event::Ended(i) => match open.remove(i).expect("the pull that ended").failed {
+                    None => failures_in_a_row = 0,
+                    Some(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                },
+                Event::Free(places) => match self.start(consumer, places).await {
+                    Ok(pull) => open.push_back(pull),
+                    Err(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                },
             }
         }
     }
@@ -284,8 +303,18 @@ impl Puller {
     }
 }
 
-/// How many pulls may be open at once: the one being read, and the next.
+/// How many pulls may be open at once: the current one, and the next.
 const MAX_OPEN: usize = 2;
+
+/// What woke the pull loop.
+enum Event {
+    /// A message arrived and joined the line.
+    Joined,
+    /// The open pull at this index ended.
+    Ended(usize),
+    /// Enough places are free for another pull.
+    Free(OwnedSemaphorePermit),
+}
 
 /// A pull in flight: its messages as they arrive, the places reserved for
 /// those not arrived yet, and when the host stops waiting for it. A pull
