@@ -107,7 +107,6 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         (Guest::Json, 4096, false),
         (Guest::Noop, 128, true),
         (Guest::NoopNoStd, 128, false),
-        (Guest::NoopStdHeap, 128, false),
         (Guest::NoopBatch, 128, false),
         (Guest::NoopBatch, 4096, false),
         (Guest::JsonBatch, 128, false),
@@ -135,7 +134,7 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     .filter(|s| match &only {
         Some(o) => o.contains(&s.name),
         None => {
-            let comparison = matches!(s.guest, Guest::NoopNoStd | Guest::NoopStdHeap)
+            let comparison = s.guest == Guest::NoopNoStd
                 || s.guest.large()
                 || (s.guest.batch() && s.payload > 128);
             !(quick && comparison)
@@ -304,14 +303,9 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     let iterations = if quick { 2_000 } else { 10_000 };
     let per_delivery = per_delivery_cost(Guest::Noop, iterations).await?;
     let per_delivery_no_std = per_delivery_cost(Guest::NoopNoStd, iterations).await?;
-    let per_delivery_std_heap = per_delivery_cost(Guest::NoopStdHeap, iterations).await?;
     let mut costs = vec![
         ("noop guest", per_delivery),
         ("noop guest without std", per_delivery_no_std),
-        (
-            "noop guest with std and the SDK's small heap",
-            per_delivery_std_heap,
-        ),
     ];
     if !quick {
         costs.push((

@@ -10,9 +10,6 @@ pub(crate) enum Guest {
     /// that imports nothing, to show what the standard library's WASI
     /// imports cost per instance.
     NoopNoStd,
-    /// The SDK's minimal handler with std, but with the SDK's small heap
-    /// (a copy in the fixture) as its global allocator instead of std's.
-    NoopStdHeap,
     Json,
     /// `Noop` as a batch handler (`handle-batch`), a fresh instance per
     /// batch of `BATCH`.
@@ -36,7 +33,6 @@ impl Guest {
         match self {
             Guest::Noop => "noop",
             Guest::NoopNoStd => "noop-no-std",
-            Guest::NoopStdHeap => "noop-std-heap",
             Guest::Json => "json-republish",
             Guest::NoopBatch => "noop-batch",
             Guest::JsonBatch => "json-republish-batch",
@@ -191,13 +187,14 @@ publish = ["bench.out"]
 }
 
 /// How many deliveries run and wait: `concurrency` of each, or for a batch
-/// handler, the same number of messages in batches of `BATCH` (running,
-/// and the next batch's worth waiting), with a 50 ms `max_wait`.
+/// handler, batches of `BATCH` with a 50 ms `max_wait`: two running (one
+/// runs while the other settles; one at a time left the instance idle
+/// between batches) and one batch's worth waiting.
 fn flow(guest: Guest, concurrency: usize) -> String {
     if guest.batch() {
         format!(
-            "concurrency = {}\nprefetch = {concurrency}\nbatch = {{ max_messages = {BATCH}, max_wait = \"50ms\" }}",
-            (concurrency / BATCH).max(1)
+            "concurrency = {}\nprefetch = {BATCH}\nbatch = {{ max_messages = {BATCH}, max_wait = \"50ms\" }}",
+            (concurrency / BATCH).max(2)
         )
     } else {
         format!("concurrency = {concurrency}\nprefetch = {concurrency}")
