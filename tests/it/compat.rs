@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use futures::StreamExt;
 use wharf::config::Config;
@@ -105,12 +104,7 @@ fn check_names_each_world_and_refuses_the_rest() {
         ],
     );
     let path = write_config(dir.path(), &text);
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["check", "-c", path.to_str().unwrap()])
-        .env("WHARF_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running wharf check");
+    let out = wharf_check(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -4,6 +4,8 @@
 mod support;
 
 mod autoscale;
+mod batch;
+mod batch_sdks;
 mod chaos;
 mod cluster;
 mod compat;

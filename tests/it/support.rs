@@ -296,6 +296,16 @@ pub fn behave_handlers(server: &NatsServer, handlers: &[(&str, &str)]) -> Config
     Config::parse(Path::new("test.toml"), &text).expect("test config is valid")
 }
 
+/// Runs `wharf check -c <config>` (no server) and returns what it did.
+pub fn wharf_check(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .env("WHARF_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running wharf check")
+}
+
 /// Writes a config file for the real binary and returns its path.
 pub fn write_config(dir: &Path, config_text: &str) -> PathBuf {
     let path = dir.join("wharf.toml");

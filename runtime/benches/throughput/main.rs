@@ -70,12 +70,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
-    // `--only noop-128B` runs one scenario, for profiling.
+    // `--only noop-128B` runs one scenario, for profiling; a comma-separated
+    // list runs several side by side.
     let args: Vec<String> = std::env::args().collect();
-    let only = args
+    let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect());
     let server = NatsServer::start()?;
     let client = async_nats::connect(server.url()).await?;
     let js = jetstream::new(client.clone());
@@ -107,8 +109,14 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         (Guest::Json, 4096, false),
         (Guest::Noop, 128, true),
         (Guest::NoopNoStd, 128, false),
+        (Guest::NoopBatch, 128, false),
+        (Guest::NoopBatch, 4096, false),
+        (Guest::JsonBatch, 128, false),
+        (Guest::JsonBatch, 4096, false),
         (Guest::Python, 128, false),
         (Guest::JavaScript, 128, false),
+        (Guest::PythonBatch, 128, false),
+        (Guest::JavaScriptBatch, 128, false),
     ]
     .into_iter()
     .map(|(guest, payload, double_ack)| Scenario {
@@ -122,11 +130,17 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
         payload,
         double_ack,
     })
-    // Quick mode leaves out the comparison guests, to stay under two
-    // minutes; `--only noop-no-std-128B` (or noop-py-128B, noop-js-128B) runs one.
+    // Quick mode leaves out the comparison guests and the batch guests'
+    // 4 KiB runs, to stay under three minutes; `--only noop-no-std-128B`
+    // (or noop-py-128B, noop-batch-4096B, …) runs one.
     .filter(|s| match &only {
-        Some(o) => s.name == *o,
-        None => !(quick && (s.guest == Guest::NoopNoStd || s.guest.large())),
+        Some(o) => o.contains(&s.name),
+        None => {
+            let comparison = s.guest == Guest::NoopNoStd
+                || s.guest.large()
+                || (s.guest.batch() && s.payload > 128);
+            !(quick && comparison)
+        }
     })
     .collect::<Vec<_>>();
 
@@ -227,7 +241,10 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     }
 
     // The counter workload: key-value state, exactly once in effect.
-    if only.as_deref().is_none_or(|o| o == "counter") {
+    if only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n == "counter"))
+    {
         let messages = settings.messages / 2;
         let (mut native, mut fresh, mut reuse) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..settings.rounds {
@@ -286,7 +303,10 @@ async fn bench(settings: Settings, quick: bool) -> anyhow::Result<()> {
     }
 
     // Ordered mode against unordered, on the same host and guest.
-    let ordered = if only.as_deref().is_none_or(|o| o == "noop-128B-200-keys") {
+    let ordered = if only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n == "noop-128B-200-keys"))
+    {
         ordered::compare(
             &server,
             &js,

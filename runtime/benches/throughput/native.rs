@@ -42,7 +42,7 @@ pub(crate) async fn native_consume(
         let js = js.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if guest == Guest::Json {
+            if guest.json() {
                 let info = msg
                     .info()
                     .ok()

@@ -11,11 +11,22 @@ pub(crate) enum Guest {
     /// imports cost per instance.
     NoopNoStd,
     Json,
+    /// `Noop` as a batch handler (`handle-batch`), a fresh instance per
+    /// batch of `BATCH`.
+    NoopBatch,
+    /// `Json` as a batch handler.
+    JsonBatch,
     /// A Python handler that does nothing (CPython in every instance).
     Python,
     /// A JavaScript handler that does nothing (SpiderMonkey in every instance).
     JavaScript,
+    /// Batch handlers in Python and JavaScript that do nothing.
+    PythonBatch,
+    JavaScriptBatch,
 }
+
+/// Messages per batch for the batch guests.
+pub(crate) const BATCH: usize = 64;
 
 impl Guest {
     pub(crate) fn wasm(self) -> &'static str {
@@ -23,21 +34,30 @@ impl Guest {
             Guest::Noop => "noop",
             Guest::NoopNoStd => "noop-no-std",
             Guest::Json => "json-republish",
+            Guest::NoopBatch => "noop-batch",
+            Guest::JsonBatch => "json-republish-batch",
             Guest::Python => "noop-py",
             Guest::JavaScript => "noop-js",
+            Guest::PythonBatch => "noop-batch-py",
+            Guest::JavaScriptBatch => "noop-batch-js",
         }
+    }
+
+    /// The Python or JavaScript fixture and the script that builds it.
+    fn script(self) -> Option<(&'static str, String)> {
+        let (script, file) = match self {
+            Guest::Python | Guest::PythonBatch => ("build-python-handler.sh", "handler.py"),
+            Guest::JavaScript | Guest::JavaScriptBatch => ("build-js-handler.sh", "handler.js"),
+            _ => return None,
+        };
+        Some((script, format!("guests/fixtures/{}/{file}", self.wasm())))
     }
 
     /// The component: the Rust guests from `guests/`, the others built with
     /// their language's build script, once per run.
     pub(crate) fn component(self) -> std::path::PathBuf {
-        let (script, entry) = match self {
-            Guest::Python => (
-                "build-python-handler.sh",
-                "guests/fixtures/noop-py/handler.py",
-            ),
-            Guest::JavaScript => ("build-js-handler.sh", "guests/fixtures/noop-js/handler.js"),
-            _ => return support::wasm(self.wasm()),
+        let Some((script, entry)) = self.script() else {
+            return support::wasm(self.wasm());
         };
         let root = support::root();
         let out = root
@@ -45,7 +65,7 @@ impl Guest {
             .join(format!("{}.wasm", self.wasm()));
         if !out.exists() {
             let status = std::process::Command::new(root.join("scripts").join(script))
-                .arg(root.join(entry))
+                .arg(root.join(&entry))
                 .arg(&out)
                 .status()
                 .expect("running a build script");
@@ -56,7 +76,23 @@ impl Guest {
 
     /// Interpreters need more room per instance, and run fewer messages a second.
     pub(crate) fn large(self) -> bool {
-        matches!(self, Guest::Python | Guest::JavaScript)
+        matches!(
+            self,
+            Guest::Python | Guest::JavaScript | Guest::PythonBatch | Guest::JavaScriptBatch
+        )
+    }
+
+    /// A batch handler.
+    pub(crate) fn batch(self) -> bool {
+        matches!(
+            self,
+            Guest::NoopBatch | Guest::JsonBatch | Guest::PythonBatch | Guest::JavaScriptBatch
+        )
+    }
+
+    /// Parses and republishes JSON (the native side does the same).
+    pub(crate) fn json(self) -> bool {
+        matches!(self, Guest::Json | Guest::JsonBatch)
     }
 }
 
@@ -153,8 +189,7 @@ name = "bench"
 component = "{component}"
 stream = "{stream}"
 consumer = "wharf"
-concurrency = {concurrency}
-prefetch = {concurrency}
+{flow}
 timeout = "30s"
 memory = "{memory}"
 dead_letter = "bench.dlq"
@@ -164,6 +199,22 @@ publish = ["bench.out"]
         url = server.url(),
         component = guest.component().display(),
         memory = if guest.large() { "128MiB" } else { "64MiB" },
+        flow = flow(guest, concurrency),
     );
     Config::parse(Path::new("bench.toml"), &text).expect("bench config is valid")
+}
+
+/// How many deliveries run and wait: `concurrency` of each, or for a batch
+/// handler, batches of `BATCH` with a 50 ms `max_wait`: two running (one
+/// runs while the other settles; one at a time left the instance idle
+/// between batches) and one batch's worth waiting.
+fn flow(guest: Guest, concurrency: usize) -> String {
+    if guest.batch() {
+        format!(
+            "concurrency = {}\nprefetch = {BATCH}\nbatch = {{ max_messages = {BATCH}, max_wait = \"50ms\" }}",
+            (concurrency / BATCH).max(2)
+        )
+    } else {
+        format!("concurrency = {concurrency}\nprefetch = {concurrency}")
+    }
 }

@@ -48,6 +48,13 @@ fn read_into<T: DeserializeOwned>(
             Err(e) => e,
         };
         let message = err.message().trim_end();
+        // The value's own error names where it is, on its last line.
+        let text = err.to_string();
+        let key = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+            .map(str::to_string);
         if let Some((field, expected)) = unknown_field(message) {
             let hint = match closest(&field, &expected) {
                 Some(known) => {
@@ -57,9 +64,22 @@ fn read_into<T: DeserializeOwned>(
                 None if expected.is_empty() => String::new(),
                 None => format!("; known fields: {}", quoted(&expected)),
             };
+            if table.remove(&field).is_some() {
+                problems.push(format!("{place}: unknown field `{field}`{hint}"));
+                continue;
+            }
+            // A field of an inline table (`batch = { … }`): take it out of
+            // that table, or give up if it cannot be found.
+            let inner = key.as_deref().and_then(|k| table.get_mut(k));
+            if let Some(toml::Value::Table(inner)) = inner
+                && inner.remove(&field).is_some()
+            {
+                let key = key.as_deref().unwrap_or_default();
+                problems.push(format!("{place}: unknown field `{key}.{field}`{hint}"));
+                continue;
+            }
             problems.push(format!("{place}: unknown field `{field}`{hint}"));
-            table.remove(&field);
-            continue;
+            return None;
         }
         if let Some(field) = missing_field(message) {
             // A field taken out for its bad value was already reported.
@@ -68,13 +88,6 @@ fn read_into<T: DeserializeOwned>(
             }
             return None;
         }
-        // The value's own error names where it is, on its last line.
-        let text = err.to_string();
-        let key = text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
-            .map(str::to_string);
         let top = key.as_deref().and_then(|k| k.split('.').next());
         match top {
             Some(top) if table.contains_key(top) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::batch::BatchConfig;
 use super::compat::{CompatConfig, RawCompat};
 use super::kv::KvConfig;
 use super::order::{AfterDeadLetter, OrderBy};
@@ -37,11 +38,15 @@ pub struct HandlerConfig {
     pub consumer: String,
     /// Only messages on subjects matching this are delivered; `None` takes the whole stream.
     pub filter_subject: Option<String>,
-    /// Deliveries in flight at once for this handler, per host.
+    /// Deliveries in flight at once for this handler, per host; for a batch
+    /// handler, batches (each one instance with up to `max_messages`).
     pub concurrency: usize,
     /// Messages pulled ahead of a free slot, waiting in line (kept alive with
     /// in-progress acks, handed back at once on shutdown).
     pub prefetch: usize,
+    /// Set for a batch handler (a component exporting `handle-batch`): how
+    /// its messages are gathered into batches.
+    pub batch: Option<BatchConfig>,
     /// The attempt on which the host stops retrying and dead-letters.
     pub max_attempts: u32,
     /// How long the server waits for an ack before redelivering.
@@ -106,6 +111,7 @@ pub(super) struct RawHandler {
     filter_subject: Option<String>,
     concurrency: Option<usize>,
     prefetch: Option<usize>,
+    batch: Option<super::batch::RawBatch>,
     max_attempts: Option<u32>,
     ack_wait: Option<DurationText>,
     timeout: Option<DurationText>,
@@ -197,7 +203,24 @@ pub(super) fn validate(
     if concurrency == 0 || concurrency > 10_000 {
         site.report("concurrency", "must be between 1 and 10000");
     }
-    let prefetch = h.prefetch.unwrap_or(concurrency);
+    let batch = h
+        .batch
+        .and_then(|b| site.note(super::batch::validate(site, b)));
+    if batch.is_some() && order_by.is_some() {
+        site.report(
+            "batch",
+            "a batch handler cannot be ordered (`order_by`) yet; remove one of the two",
+        );
+    }
+    // The messages the running deliveries (or batches) hold at most.
+    let running = concurrency * batch.map_or(1, |b| b.max_messages);
+    if batch.is_some() && running > 10_000 {
+        site.report(
+            "concurrency",
+            "with `batch`, concurrency × batch.max_messages must be at most 10000",
+        );
+    }
+    let prefetch = h.prefetch.unwrap_or(running);
     if prefetch > 10_000 {
         site.report("prefetch", "must be between 0 and 10000");
     }
@@ -274,6 +297,7 @@ pub(super) fn validate(
         filter_subject: h.filter_subject,
         concurrency,
         prefetch,
+        batch,
         max_attempts,
         ack_wait,
         timeout,
@@ -347,6 +371,11 @@ impl HandlerConfig {
         }
         if self.single_host != other.single_host {
             changed.push("single_host");
+        }
+        // Batches shape the workers and the pull bound, and decide which
+        // export the component must have.
+        if self.batch != other.batch {
+            changed.push("batch");
         }
         // Buckets are opened, and the effects stream found, at start-up.
         if self.kv.buckets != other.kv.buckets {

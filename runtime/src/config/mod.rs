@@ -4,12 +4,13 @@
 //! keep durations and sizes as strings and reject unknown fields; validation
 //! then turns them into typed settings, so every error can name the file, the
 //! handler and the field. One module per section: `connection` (`[nats]`),
-//! `handler` (`[[handler]]`), `stream` (`[[stream]]`), and the small
-//! `[runtime]` table here.
+//! `handler` (`[[handler]]`, with `kv` and `batch` for its tables),
+//! `stream` (`[[stream]]`), and the small `[runtime]` table here.
 //!
 //! Part of the shared vocabulary: every layer reads it, and it imports only
 //! `subject` and `headers`.
 
+mod batch;
 mod compat;
 mod connection;
 mod fields;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use batch::BatchConfig;
 pub use compat::{CompatConfig, OnError};
 pub use connection::Connection;
 pub use handler::{HandlerConfig, Isolation};

@@ -156,6 +156,72 @@ fn allow_headers_only_names_nats_headers() {
     assert!(err.contains("`allow_headers`"), "{err}");
 }
 
+/// `batch` needs both of its sizes, within bounds; running batches count
+/// in the prefetch default and the pull bound, and unknown fields in it are
+/// refused like anywhere else.
+#[test]
+fn batch_is_validated_and_sizes_the_bound() {
+    let c = parse(&format!(
+        "{MINIMAL}\nconcurrency = 2\nbatch = {{ max_messages = 64, max_wait = \"50ms\" }}\n"
+    ))
+    .unwrap();
+    let h = &c.handlers[0];
+    let b = h.batch.unwrap();
+    assert_eq!(
+        (b.max_messages, b.max_wait, b.bisect),
+        (64, Duration::from_millis(50), true)
+    );
+    assert_eq!(
+        h.prefetch, 128,
+        "one batch's worth per worker waits in line"
+    );
+    assert_eq!(h.held(), 256);
+    assert_eq!(parse(MINIMAL).unwrap().handlers[0].batch, None);
+    for (bad, field) in [
+        ("{ max_wait = \"50ms\" }", "batch.max_messages"),
+        (
+            "{ max_messages = 0, max_wait = \"50ms\" }",
+            "batch.max_messages",
+        ),
+        (
+            "{ max_messages = 1001, max_wait = \"50ms\" }",
+            "batch.max_messages",
+        ),
+        ("{ max_messages = 8 }", "batch.max_wait"),
+        ("{ max_messages = 8, max_wait = \"6m\" }", "batch.max_wait"),
+        (
+            "{ max_messages = 8, max_wait = \"soon\" }",
+            "batch.max_wait",
+        ),
+    ] {
+        let err = parse(&format!("{MINIMAL}\nbatch = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("handler \"orders\"") && err.contains(&format!("`{field}`")),
+            "{bad}: {err}"
+        );
+    }
+    let err = parse(&format!(
+        "{MINIMAL}\norder_by = \"subject\"\nbatch = {{ max_messages = 8, max_wait = \"0s\" }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`batch`") && err.contains("order_by"), "{err}");
+    let err = parse(&format!(
+        "{MINIMAL}\nbatch = {{ max_messages = 8, max_wait = \"0s\", size = 3 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("size"), "{err}");
+    let err = parse(&format!(
+        "{MINIMAL}\nconcurrency = 20\nbatch = {{ max_messages = 1000, max_wait = \"0s\" }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`concurrency`"), "{err}");
+}
+
 #[test]
 fn a_reload_cannot_change_the_buckets() {
     let parse = |kv: &str| {

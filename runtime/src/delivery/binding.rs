@@ -93,15 +93,10 @@ pub(crate) fn desired(handler: &HandlerConfig) -> pull::Config {
     }
 }
 
-/// Room for several hosts sharing the consumer, each holding `concurrency`
-/// running and `prefetch` waiting.
+/// Room for several hosts sharing the consumer, each holding what its
+/// running deliveries (or batches) and its `prefetch` line hold.
 fn max_ack_pending(handler: &HandlerConfig) -> i64 {
-    (held(handler) as i64 * 16).max(1000)
-}
-
-/// The most messages one host holds for the handler at once.
-fn held(handler: &HandlerConfig) -> usize {
-    handler.concurrency + handler.prefetch
+    (handler.held() as i64 * 16).max(1000)
 }
 
 /// The handler's stream.
@@ -265,16 +260,16 @@ pub(crate) fn differences(
             have.rate_limit
         ));
     }
-    let need = held(handler) as i64;
+    let need = handler.held() as i64;
     if have.max_ack_pending > 0 && have.max_ack_pending < need {
         diffs.push(format!(
-            "max_ack_pending is {}, below the {need} messages one host holds (concurrency + prefetch)",
+            "max_ack_pending is {}, below the {need} messages one host holds (running and prefetch)",
             have.max_ack_pending
         ));
     }
     if have.max_batch > 0 && have.max_batch < need {
         diffs.push(format!(
-            "max_batch is {}, below the {need} messages one pull may ask for (concurrency + prefetch)",
+            "max_batch is {}, below the {need} messages one pull may ask for (running and prefetch)",
             have.max_batch
         ));
     }

@@ -244,10 +244,26 @@ impl Dispatcher {
         }
     }
 
+    /// The effects an earlier delivery of the message recorded, for a
+    /// redelivery of a handler that writes state: such a delivery applies
+    /// those and does not run the guest again (or, when they were applied
+    /// and the message acked, applies nothing).
+    pub(super) async fn recorded_if_any(
+        &self,
+        handler: &HandlerConfig,
+        attempt: u32,
+        source: &Source,
+    ) -> Found {
+        match &self.state {
+            Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(source).await,
+            _ => Found::Nothing,
+        }
+    }
+
     /// The message's effect record, if an earlier delivery stored one. A
     /// server that cannot say is asked again (the message stays under its
     /// lease): running the guest without knowing could apply its writes twice.
-    pub(super) async fn recorded(&self, source: &Source) -> Found {
+    async fn recorded(&self, source: &Source) -> Found {
         let Some(state) = self.state.as_ref() else {
             return Found::Nothing;
         };

@@ -4,87 +4,123 @@
 //! delivery and its outbox is confirmed, and nothing terms before the
 //! dead-letter copy is confirmed.
 
+use async_nats::jetstream;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::apply::{Carried, Run};
 use super::commit::Effects;
 use super::dispatcher::Dispatcher;
+use crate::config::HandlerConfig;
 use crate::delivery::lease::Lease;
 use crate::effects::record::Found;
 use crate::headers;
 use crate::sandbox::bindings::{Delivery, Header, Message};
-use crate::sandbox::guest::Ran;
 use crate::settle::{Outcome, Settled, settle};
 use crate::source::Source;
 use crate::telemetry::Record;
 use crate::text::escape_controls;
 use crate::trace::SpanContext;
 
+/// A pulled message as a delivery sees it: where it came from, its
+/// attempt, the guest's view of it, and the span its settlement runs in.
+pub(super) struct Incoming {
+    pub source: Source,
+    pub attempt: u32,
+    pub message: Message,
+    /// The input's span, when it carried a valid `traceparent`.
+    pub parent: Option<SpanContext>,
+    pub span: tracing::Span,
+}
+
+/// Reads a pulled message; `None` (logged) for one without JetStream
+/// metadata, which cannot be settled.
+/// `retries_in_place`: the retries an ordered handler ran within this
+/// delivery, which JetStream's count does not see.
+pub(super) fn incoming(
+    handler: &HandlerConfig,
+    msg: &jetstream::Message,
+    retries_in_place: u32,
+) -> Option<Incoming> {
+    let info = match msg.info() {
+        Ok(info) => info,
+        Err(e) => {
+            warn!(handler = %handler.name, error = %e, "message without JetStream metadata; ignoring it");
+            return None;
+        }
+    };
+    let attempt = u32::try_from(info.delivered.max(1))
+        .unwrap_or(u32::MAX)
+        .saturating_add(retries_in_place);
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let parent = header(headers::TRACEPARENT)
+        .as_deref()
+        .and_then(SpanContext::parse);
+    let trace = SpanContext::child_of(parent.as_ref());
+    let source = Source {
+        stream: info.stream.to_string(),
+        consumer: info.consumer.to_string(),
+        subject: msg.subject.as_str().to_owned(),
+        stream_sequence: info.stream_sequence,
+        trace,
+        tracestate: header(headers::TRACESTATE).filter(|s| s.len() <= crate::trace::MAX_TRACESTATE),
+    };
+    let span = info_span!(
+        "delivery",
+        otel.kind = "consumer",
+        otel.name = %format_args!("process {}", source.subject),
+        handler = %handler.name,
+        trace_id = %trace.trace_hex(),
+        span_id = %trace.span_hex(),
+        parent_span_id = parent.map(|p| p.span_hex()).unwrap_or_default(),
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %source.subject,
+        messaging.consumer.group.name = %info.consumer,
+        messaging.message.id = info.stream_sequence,
+        messaging.message.delivery_count = attempt,
+    );
+    let message = Message {
+        subject: source.subject.clone(),
+        payload: msg.payload.to_vec(),
+        headers: headers_for_guest(msg.headers.as_ref()),
+        delivery: Delivery {
+            stream: source.stream.clone(),
+            consumer: source.consumer.clone(),
+            stream_sequence: info.stream_sequence,
+            consumer_sequence: info.consumer_sequence,
+            attempt,
+            max_attempts: handler.max_attempts,
+            published_at_nanos: u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0),
+        },
+    };
+    Some(Incoming {
+        source,
+        attempt,
+        message,
+        parent,
+        span,
+    })
+}
+
 impl Dispatcher {
     /// Runs one delivery to its settlement.
     pub(crate) async fn deliver(&self, lease: Lease) -> Settled {
         let version = self.current();
         let handler = version.guest.handler().clone();
-        let msg = lease.message();
-        let info = match msg.info() {
-            Ok(info) => info,
-            Err(e) => {
-                warn!(handler = %handler.name, error = %e, "message without JetStream metadata; ignoring it");
-                return Settled::Abandoned;
-            }
-        };
-        // In ordered mode a retry runs again in place, within one delivery.
-        let attempt = u32::try_from(info.delivered.max(1))
-            .unwrap_or(u32::MAX)
-            .saturating_add(lease.retries_in_place());
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
-        let parent = header(headers::TRACEPARENT)
-            .as_deref()
-            .and_then(SpanContext::parse);
-        let trace = SpanContext::child_of(parent.as_ref());
-        let source = Source {
-            stream: info.stream.to_string(),
-            consumer: info.consumer.to_string(),
-            subject: msg.subject.as_str().to_owned(),
-            stream_sequence: info.stream_sequence,
-            trace,
-            tracestate: header(headers::TRACESTATE)
-                .filter(|s| s.len() <= crate::trace::MAX_TRACESTATE),
-        };
-        let span = info_span!(
-            "delivery",
-            otel.kind = "consumer",
-            otel.name = %format_args!("process {}", source.subject),
-            handler = %handler.name,
-            trace_id = %trace.trace_hex(),
-            span_id = %trace.span_hex(),
-            parent_span_id = parent.map(|p| p.span_hex()).unwrap_or_default(),
-            messaging.system = "nats",
-            messaging.operation.type = "process",
-            messaging.destination.name = %source.subject,
-            messaging.consumer.group.name = %info.consumer,
-            messaging.message.id = info.stream_sequence,
-            messaging.message.delivery_count = attempt,
-        );
-        let message = Message {
-            subject: source.subject.clone(),
-            payload: msg.payload.to_vec(),
-            headers: headers_for_guest(msg.headers.as_ref()),
-            delivery: Delivery {
-                stream: source.stream.clone(),
-                consumer: source.consumer.clone(),
-                stream_sequence: info.stream_sequence,
-                consumer_sequence: info.consumer_sequence,
-                attempt,
-                max_attempts: handler.max_attempts,
-                published_at_nanos: u64::try_from(info.published.unix_timestamp_nanos())
-                    .unwrap_or(0),
-            },
+        let Some(Incoming {
+            source,
+            attempt,
+            message,
+            parent,
+            span,
+        }) = incoming(&handler, lease.message(), lease.retries_in_place())
+        else {
+            return Settled::Abandoned;
         };
         let mut stopped = lease.stopped_key().map(str::to_owned);
         async move {
@@ -94,10 +130,7 @@ impl Dispatcher {
             // effects an earlier delivery recorded: it applies those and
             // does not run the guest again (or, when they were applied and
             // the message acked, applies nothing).
-            let mut recorded = match &self.state {
-                Some(_) if attempt > 1 && handler.kv.writes() => self.recorded(&source).await,
-                _ => Found::Nothing,
-            };
+            let mut recorded = self.recorded_if_any(&handler, attempt, &source).await;
             let mut after = 0;
             let mut reruns = 0;
             let mut times = None;
@@ -123,7 +156,7 @@ impl Dispatcher {
                     }
                     Found::Nothing => {
                         let ran = version.guest.run(&message).await;
-                        log_outcome(&ran);
+                        log_outcome(&ran.outcome);
                         times = ran.times;
                         (ran.outcome, Effects::of(ran.outputs, ran.writes, after))
                     }
@@ -173,8 +206,8 @@ impl Dispatcher {
 }
 
 /// Logs what the guest returned, when it did not succeed.
-fn log_outcome(ran: &Ran) {
-    match &ran.outcome {
+pub(super) fn log_outcome(outcome: &Outcome) {
+    match outcome {
         Outcome::Failed { failure, detail } => {
             warn!(?failure, detail = %escape_controls(detail), "guest failed")
         }

@@ -272,6 +272,7 @@ impl Lease {
     /// (a delivery abandoned at the drain timeout).
     pub(crate) fn handle(&self) -> HandBack {
         HandBack {
+            id: self.id,
             leases: self.leases.clone(),
             reply: self.msg.reply.clone(),
         }
@@ -291,11 +292,18 @@ impl Lease {
 
 /// Hands a message back without holding its lease.
 pub(crate) struct HandBack {
+    id: u64,
     leases: Arc<Leases>,
     reply: Option<Subject>,
 }
 
 impl HandBack {
+    /// Whether the message's lease is still held: not settled, and its
+    /// owner not dropped yet.
+    pub(crate) fn is_held(&self) -> bool {
+        self.leases.lock().contains_key(&self.id)
+    }
+
     /// Naks without delay; if the nak is lost, `ack_wait` redelivers the
     /// message. Between two rounds of in-progress acks, like a settlement.
     pub(crate) async fn hand_back(self) {

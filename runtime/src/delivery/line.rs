@@ -1,5 +1,6 @@
 //! The line: messages pulled ahead of a free slot wait here, oldest first,
-//! and `concurrency` long-lived workers take them in arrival order.
+//! and `concurrency` long-lived workers take them in arrival order (one at
+//! a time, or, for a batch handler, a batch at a time: `super::batch`).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -22,46 +23,101 @@ pub(crate) struct Waiting {
     pub _place: OwnedSemaphorePermit,
 }
 
-/// Messages pulled ahead, oldest first, and a permit for each, so that the
-/// workers take them in arrival order (tokio's semaphore is fair).
-pub(crate) struct Line {
-    waiting: Mutex<VecDeque<Waiting>>,
+/// Items oldest first, and a permit for each, so that whoever waits for
+/// one takes them in arrival order (tokio's semaphore is fair).
+pub(crate) struct Queue<T> {
+    items: Mutex<VecDeque<T>>,
     ready: Semaphore,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Queue<T> {
+        Queue {
+            items: Mutex::default(),
+            ready: Semaphore::new(0),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn push(&self, item: T) {
+        self.lock().push_back(item);
+        self.ready.add_permits(1);
+    }
+
+    /// The oldest item, once there is one; `None` if `stop` fires first, or
+    /// if `take_all` emptied the queue meanwhile.
+    pub(crate) async fn next(&self, stop: &CancellationToken) -> Option<T> {
+        let ready = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            ready = self.ready.acquire() => ready.expect("semaphore is never closed"),
+        };
+        ready.forget();
+        self.lock().pop_front()
+    }
+
+    /// Up to `max` of the oldest items that are there now, without waiting.
+    pub(crate) fn take_now(&self, max: usize) -> Vec<T> {
+        let n = self.ready.available_permits().min(max);
+        if n == 0 {
+            return Vec::new();
+        }
+        let Ok(ready) = self.ready.try_acquire_many(n as u32) else {
+            return Vec::new();
+        };
+        ready.forget();
+        let mut items = self.lock();
+        let n = n.min(items.len());
+        items.drain(..n).collect()
+    }
+
+    /// Empties the queue, oldest first. Permits left behind find it empty.
+    pub(crate) fn take_all(&self) -> VecDeque<T> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Messages pulled ahead, oldest first, with the handler's counts of
+/// running and waiting deliveries.
+pub(crate) struct Line {
+    pub(super) queue: Queue<Waiting>,
     /// Counts of running and waiting deliveries, for metrics and the shutdown log.
-    status: Arc<HandlerStatus>,
+    pub(super) status: Arc<HandlerStatus>,
 }
 
 impl Line {
     pub(crate) fn new(status: Arc<HandlerStatus>) -> Line {
         Line {
-            waiting: Mutex::default(),
-            ready: Semaphore::new(0),
+            queue: Queue::default(),
             status,
         }
     }
 
     pub(crate) fn join(&self, w: Waiting) {
-        self.lock().push_back(w);
         self.status.waiting.fetch_add(1, Ordering::Relaxed);
-        self.ready.add_permits(1);
+        self.queue.push(w);
+    }
+
+    /// Counts messages that left the line to run.
+    pub(super) fn left(&self, n: usize) {
+        self.status.waiting.fetch_sub(n as i64, Ordering::Relaxed);
     }
 
     /// Empties the line, oldest first.
     pub(crate) fn take_all(&self) -> VecDeque<Waiting> {
-        let all = std::mem::take(&mut *self.lock());
-        self.status
-            .waiting
-            .fetch_sub(all.len() as i64, Ordering::Relaxed);
+        let all = self.queue.take_all();
+        self.left(all.len());
         all
     }
 
     /// Deliveries running now.
     pub(crate) fn running(&self) -> i64 {
         self.status.running.load(Ordering::Relaxed)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -74,18 +130,12 @@ pub(crate) async fn work(
     stop: CancellationToken,
     abort: CancellationToken,
 ) {
-    loop {
-        let ready = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            ready = line.ready.acquire() => ready.expect("semaphore is never closed"),
-        };
-        ready.forget();
+    while !stop.is_cancelled() {
         // Empty only if shutdown took the line meanwhile.
-        let Some(next) = line.lock().pop_front() else {
+        let Some(next) = line.queue.next(&stop).await else {
             continue;
         };
-        line.status.waiting.fetch_sub(1, Ordering::Relaxed);
+        line.left(1);
         run(&dispatcher, &line.status, next, &abort).await;
     }
 }

@@ -2,29 +2,33 @@
 //! plus its bounded `prefetch` line, hands each message to the line, rebinds
 //! the consumer after errors, and drains on shutdown.
 
+mod drain;
+
+pub(crate) use drain::{HAND_BACK_GRACE, bounded, run_finals};
+
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::pull::Batch;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::delivery::binding::{self, BindError, PULL_EXPIRES, Seen};
 use crate::delivery::dispatcher::Dispatcher;
+use crate::delivery::gather;
 use crate::delivery::lease::Leases;
 use crate::delivery::line::{self, Line, Waiting};
 
 /// How long after a pull's expiry the host waits for the server to end it.
 const PULL_GRACE: Duration = Duration::from_millis(500);
-
-/// How long, after the drain, the host keeps trying to hand back what it
-/// still holds before it gives up and leaves it to `ack_wait`.
-pub(crate) const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 
 /// Pulls and dispatches until `stop` fires, then drains: in-flight deliveries
 /// get until `drain_timeout` to finish, and everything else (messages still
@@ -34,7 +38,8 @@ pub(crate) const HAND_BACK_GRACE: Duration = Duration::from_secs(2);
 ///
 /// The host holds at most `concurrency + prefetch` messages: `concurrency`
 /// running and up to `prefetch` pulled ahead, waiting for a free slot, so a
-/// slot that frees up does not sit idle for a pull's round trip.
+/// slot that frees up does not sit idle for a pull's round trip. For a batch
+/// handler, `concurrency` batches of up to `max_messages` run.
 pub(crate) async fn run(
     dispatcher: Arc<Dispatcher>,
     js: jetstream::Context,
@@ -44,7 +49,7 @@ pub(crate) async fn run(
     let handler = dispatcher.handler.clone();
     let status = dispatcher.telemetry.status.clone();
     let puller = Puller {
-        places: Arc::new(Semaphore::new(handler.concurrency + handler.prefetch)),
+        places: Arc::new(Semaphore::new(handler.held())),
         line: Arc::new(Line::new(status.clone())),
         leases: Leases::new(js.client(), handler.ack_wait),
         // This handler's own stop: it ends alone when its consumer is gone,
@@ -68,12 +73,16 @@ pub(crate) async fn run(
     let workers = TaskTracker::new();
     let abort = CancellationToken::new();
     for _ in 0..puller.handler.concurrency {
-        workers.spawn(line::work(
+        let (dispatcher, line, stop) = (
             puller.dispatcher.clone(),
             puller.line.clone(),
             puller.stop.clone(),
-            abort.clone(),
-        ));
+        );
+        if puller.handler.batch.is_some() {
+            workers.spawn(gather::work(dispatcher, line, stop, abort.clone()));
+        } else {
+            workers.spawn(line::work(dispatcher, line, stop, abort.clone()));
+        }
     }
     let ended = puller.pull_until_stopped().await;
     puller.drain(workers, abort, drain_timeout).await;
@@ -140,173 +149,207 @@ impl Puller {
         Ok(())
     }
 
-    /// Pulls batches from a bound consumer until `stop` fires or pulling
-    /// fails twice in a row.
+    /// Pulls from a bound consumer until `stop` fires or pulling fails
+    /// twice in a row. Each pull asks for exactly the places it reserved,
+    /// so nothing is held beyond the bound. While one pull is read, the
+    /// next goes out as soon as half the bound is free, so the server
+    /// always has a pull to fill (as async-nats' own pull stream does).
+    /// Both open pulls are read at once: the server takes turns between
+    /// the pulls waiting on a consumer, so a message sent into the second
+    /// must not wait for the first to expire; messages join the line in
+    /// the order they arrive.
     async fn pull_from(&self, consumer: &PullConsumer) -> Unbound {
         let mut failures_in_a_row = 0u32;
+        let mut failing = false;
+        let mut open: VecDeque<Open> = VecDeque::with_capacity(MAX_OPEN);
+        let early = u32::try_from((self.handler.held() / 2).max(1)).unwrap_or(u32::MAX);
         loop {
-            // While a stream this handler needs is unavailable, pull nothing
-            // new: it would only meet the same outage.
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Unbound::Stopped,
-                _ = self.dispatcher.stalls.cleared() => {}
+            let another = open.len() < MAX_OPEN
+                && !failing
+                && !self.stop.is_cancelled()
+                && self.dispatcher.stalls.is_clear();
+            if open.is_empty() {
+                if failing {
+                    return Unbound::Failing;
+                }
+                // While a stream this handler needs is unavailable, pull
+                // nothing new: it would only meet the same outage.
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Unbound::Stopped,
+                    _ = self.dispatcher.stalls.cleared() => {}
+                }
+                let first = tokio::select! {
+                    // Once `stop` has fired, never pull again, even with places free.
+                    biased;
+                    _ = self.stop.cancelled() => return Unbound::Stopped,
+                    place = self.places.clone().acquire_owned() => place.expect("semaphore is never closed"),
+                };
+                match self.start(consumer, first).await {
+                    Ok(pull) => open.push_back(pull),
+                    Err(e) => failing = self.failed(&mut failures_in_a_row, e),
+                }
+                continue;
             }
-            // Reserve every free place (at least one) and pull exactly that
-            // many, so nothing is held beyond the bound.
-            let first = tokio::select! {
-                // Once `stop` has fired, never pull again, even with places free.
-                biased;
-                _ = self.stop.cancelled() => return Unbound::Stopped,
-                place = self.places.clone().acquire_owned() => place.expect("semaphore is never closed"),
-            };
-            let mut reserved = vec![first];
-            while let Ok(place) = self.places.clone().try_acquire_owned() {
-                reserved.push(place);
+            if another && self.places.available_permits() >= early as usize {
+                let places = self.places.clone().try_acquire_many_owned(early);
+                if let Ok(places) = places {
+                    match self.start(consumer, places).await {
+                        Ok(pull) => open.push_back(pull),
+                        Err(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                    }
+                    continue;
+                }
             }
-            match self.pull_batch(consumer, reserved).await {
-                Ok(()) => failures_in_a_row = 0,
-                Err(e) => {
-                    failures_in_a_row += 1;
-                    debug!(handler = %self.handler.name, error = %e, "pull failed");
-                    if failures_in_a_row >= 2 {
-                        warn!(handler = %self.handler.name, error = %e, "pulling keeps failing; rebinding the consumer");
-                        return Unbound::Failing;
+            let event = {
+                let mut pulls = open.iter_mut();
+                let first = pulls.next().expect("an open pull");
+                let mut second = pulls.next();
+                let two = second.is_some();
+                tokio::select! {
+                    biased;
+                    next = first.next() => match next {
+                        Some(msg) => {
+                            self.join(msg, first);
+                            Event::Joined
+                        }
+                        None => Event::Ended(0),
+                    },
+                    next = async { second.as_mut().expect("two pulls open").next().await }, if two => match next {
+                        Some(msg) => {
+                            self.join(msg, second.expect("two pulls open"));
+                            Event::Joined
+                        }
+                        None => Event::Ended(1),
+                    },
+                    places = self.places.clone().acquire_many_owned(early), if another => {
+                        Event::Free(places.expect("semaphore is never closed"))
                     }
                 }
+            };
+            match event {
+                Event::Joined => {}
+                Event::Ended(i) => match open.remove(i).expect("the pull that ended").failed {
+                    None => failures_in_a_row = 0,
+                    Some(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                },
+                Event::Free(places) => match self.start(consumer, places).await {
+                    Ok(pull) => open.push_back(pull),
+                    Err(e) => failing |= self.failed(&mut failures_in_a_row, e),
+                },
             }
         }
     }
 
-    /// One pull of `reserved.len()` messages into the line. A batch ends
-    /// when it delivered what was asked or its pull expired, so reading it
-    /// to the end after `stop` loses nothing. What arrives then is handed
-    /// back once the batch is over: handed back while the pull is still
-    /// open, a message would be delivered straight back into it, again and
-    /// again, and every delivery counts as an attempt.
-    async fn pull_batch(
+    /// Counts a failed pull; true when pulling keeps failing and the
+    /// consumer should be bound again (once the open pulls have ended).
+    fn failed(&self, in_a_row: &mut u32, e: async_nats::Error) -> bool {
+        *in_a_row += 1;
+        debug!(handler = %self.handler.name, error = %e, "pull failed");
+        if *in_a_row >= 2 {
+            warn!(handler = %self.handler.name, error = %e, "pulling keeps failing; rebinding the consumer");
+            return true;
+        }
+        false
+    }
+
+    /// Sends a pull for `reserved` and every other free place.
+    async fn start(
         &self,
         consumer: &PullConsumer,
-        mut reserved: Vec<OwnedSemaphorePermit>,
-    ) -> Result<(), async_nats::Error> {
-        let mut batch = consumer
+        mut reserved: OwnedSemaphorePermit,
+    ) -> Result<Open, async_nats::Error> {
+        let free = self.places.available_permits();
+        if free > 0
+            && let Ok(more) = self.places.clone().try_acquire_many_owned(free as u32)
+        {
+            reserved.merge(more);
+        }
+        let batch = consumer
             .batch()
-            .max_messages(reserved.len())
+            .max_messages(reserved.num_permits())
             .expires(PULL_EXPIRES)
             .messages()
             .await?;
-        let mut failed = None;
-        // The server ends a pull when it expires. One that the consumer's
-        // leader took down with it is never answered; the client would wait
-        // several seconds more, so the host gives up on it sooner.
-        let given_up = tokio::time::sleep(PULL_EXPIRES + PULL_GRACE);
-        tokio::pin!(given_up);
+        Ok(Open {
+            batch,
+            reserved,
+            // The server ends a pull when it expires. One that the
+            // consumer's leader took down with it is never answered; the
+            // client would wait several seconds more, so the host gives up
+            // on it sooner.
+            given_up: Box::pin(tokio::time::sleep(PULL_EXPIRES + PULL_GRACE)),
+            failed: None,
+        })
+    }
+
+    /// Puts a pulled message in line, under its lease and in a place the
+    /// pull reserved. After `stop`, the workers take nothing new: what
+    /// arrives waits in line for the drain, which hands it back once the
+    /// pulls have closed (handed back while a pull is still open, a message
+    /// would be delivered straight back into it, again and again, and
+    /// every delivery counts as an attempt).
+    fn join(&self, msg: jetstream::Message, pull: &mut Open) {
+        let Some(lease) = self.leases.hold(msg) else {
+            warn!(handler = %self.handler.name, "pulled a message without a reply subject; ignoring it");
+            return;
+        };
+        let place = pull
+            .reserved
+            .split(1)
+            .expect("a pull asks for no more than the places it reserved");
+        self.line.join(Waiting {
+            lease,
+            _place: place,
+        });
+    }
+}
+
+/// How many pulls may be open at once: the current one, and the next.
+const MAX_OPEN: usize = 2;
+
+/// What woke the pull loop.
+enum Event {
+    /// A message arrived and joined the line.
+    Joined,
+    /// The open pull at this index ended.
+    Ended(usize),
+    /// Enough places are free for another pull.
+    Free(OwnedSemaphorePermit),
+}
+
+/// A pull in flight: its messages as they arrive, the places reserved for
+/// those not arrived yet, and when the host stops waiting for it. A pull
+/// ends when it delivered what was asked or expired, so reading it to its
+/// end after `stop` loses nothing.
+struct Open {
+    batch: Batch,
+    reserved: OwnedSemaphorePermit,
+    given_up: Pin<Box<tokio::time::Sleep>>,
+    /// The first error the pull met, if any.
+    failed: Option<async_nats::Error>,
+}
+
+impl Open {
+    /// The pull's next message, or `None` once it has ended.
+    async fn next(&mut self) -> Option<jetstream::Message> {
         loop {
-            let next = tokio::select! {
+            tokio::select! {
                 biased;
-                next = batch.next() => match next {
-                    Some(next) => next,
-                    None => break,
+                next = self.batch.next() => match next? {
+                    Ok(msg) => return Some(msg),
+                    Err(e) => {
+                        self.failed.get_or_insert(e);
+                    }
                 },
-                _ = &mut given_up => {
-                    failed = Some(Box::from(format!(
+                _ = &mut self.given_up => {
+                    self.failed.get_or_insert(Box::from(format!(
                         "the pull was not answered within {}",
                         humantime::format_duration(PULL_EXPIRES + PULL_GRACE)
                     )));
-                    break;
+                    return None;
                 }
-            };
-            let msg = match next {
-                Ok(msg) => msg,
-                Err(e) => {
-                    failed = Some(e);
-                    continue;
-                }
-            };
-            let Some(lease) = self.leases.hold(msg) else {
-                warn!(handler = %self.handler.name, "pulled a message without a reply subject; ignoring it");
-                continue;
-            };
-            // After `stop`, the workers take nothing new: what arrives waits
-            // in line for the drain, which hands it back once this pull has
-            // closed.
-            let place = reserved
-                .pop()
-                .expect("the pull asked for no more than the free places");
-            self.line.join(Waiting {
-                lease,
-                _place: place,
-            });
-        }
-        drop(reserved);
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// Hands back what waits in line, lets running deliveries finish for up
-    /// to `drain_timeout`, then hands back the rest. Bounded even when the
-    /// server is gone.
-    async fn drain(&self, workers: TaskTracker, abort: CancellationToken, drain_timeout: Duration) {
-        // Workers take nothing new once `stop` has fired.
-        self.stop.cancel();
-        let deadline = tokio::time::Instant::now() + drain_timeout;
-        // A hand-back counts as a delivery: a message waiting on its final
-        // attempt would come back past it, and be dead-lettered without
-        // ever running. Such messages run within the drain, once the
-        // running deliveries are done (so no more instances run at once
-        // than `concurrency`); the others go back at once.
-        let max = self.dispatcher.current().guest.handler().max_attempts;
-        let (last, others): (Vec<Waiting>, Vec<Waiting>) =
-            self.line.take_all().into_iter().partition(|w| {
-                w.lease
-                    .message()
-                    .info()
-                    .is_ok_and(|i| i.delivered >= i64::from(max))
-            });
-        let mut settled = bounded(async {
-            for w in others {
-                w.lease.hand_back().await;
             }
-        })
-        .await;
-        let in_flight = self.line.running();
-        if in_flight > 0 {
-            info!(handler = %self.handler.name, in_flight, "draining in-flight deliveries");
-        }
-        workers.close();
-        let mut drained = tokio::time::timeout_at(deadline, workers.wait())
-            .await
-            .is_ok();
-        if drained {
-            let (dispatcher, status) = (self.dispatcher.clone(), self.status.clone());
-            let run = move |waiting, abort: CancellationToken| {
-                let (dispatcher, status) = (dispatcher.clone(), status.clone());
-                async move { line::run(&dispatcher, &status, waiting, &abort).await }
-            };
-            let finals = run_finals(last, self.handler.concurrency, deadline, &abort, run);
-            let (done, ok) = finals.await;
-            drained = done;
-            settled &= ok;
-        } else {
-            // Out of time: what waits for its final attempt goes back too.
-            settled &= bounded(async {
-                for w in last {
-                    w.lease.hand_back().await;
-                }
-            })
-            .await;
-        }
-        if !drained {
-            warn!(handler = %self.handler.name, remaining = self.line.running(), "drain timeout; handing the rest back");
-            abort.cancel();
-            settled &= bounded(workers.wait()).await;
-        }
-        let unsettled = self.leases.count();
-        if !settled || unsettled > 0 {
-            warn!(
-                handler = %self.handler.name,
-                unsettled,
-                "could not hand every message back (is the server reachable?); ack_wait will redeliver them"
-            );
         }
     }
 }
@@ -345,47 +388,6 @@ async fn watch_consumer(
             status.counted.send_modify(|n| *n += 1);
         }
     }
-}
-
-/// Runs the messages of a drain that wait for their final attempt, at most
-/// `concurrency` at once, until `deadline`; past it, aborts them (their
-/// messages are handed back). Returns whether they finished in time, and
-/// whether every abort settled.
-pub(crate) async fn run_finals<T, F, Fut>(
-    items: Vec<T>,
-    concurrency: usize,
-    deadline: tokio::time::Instant,
-    abort: &CancellationToken,
-    run: F,
-) -> (bool, bool)
-where
-    T: Send + 'static,
-    F: Fn(T, CancellationToken) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let finals = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(concurrency));
-    for item in items {
-        let (slots, work) = (slots.clone(), run(item, abort.clone()));
-        finals.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            work.await
-        });
-    }
-    finals.close();
-    if tokio::time::timeout_at(deadline, finals.wait())
-        .await
-        .is_ok()
-    {
-        return (true, true);
-    }
-    abort.cancel();
-    (false, bounded(finals.wait()).await)
-}
-
-/// Runs `work` for at most `HAND_BACK_GRACE`; returns whether it finished.
-pub(crate) async fn bounded(work: impl Future<Output = ()>) -> bool {
-    tokio::time::timeout(HAND_BACK_GRACE, work).await.is_ok()
 }
 
 /// Sleeps, unless `stop` fires first; returns whether it did.

@@ -26,6 +26,11 @@ impl Stalls {
         }
     }
 
+    /// Whether no delivery is held for an unavailable stream now.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
     pub(super) fn enter(&self) -> StallGuard<'_> {
         self.count.fetch_add(1, Ordering::AcqRel);
         StallGuard(self)

@@ -49,27 +49,33 @@ pub use self::v02::wharf::handler::kv_types::{Entry, KvError};
 
 /// The world a handler's component implements. Its `handle` export is the
 /// same in every version of Wharf's own; the version only decides what it
-/// may import.
+/// may import. A batch handler exports `handle-batch` instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum World {
     /// `wharf:handler/handler@0.1.0`.
     V01,
     /// `wharf:handler/handler@0.2.0`.
     V02,
+    /// `wharf:handler/batch-handler@0.2.0`.
+    Batch,
     /// Another host's world (run by `super::worlds`).
     Compat(super::detect::Compat),
 }
 
 impl World {
-    /// The world a component built for Wharf's own world implements, told
-    /// by the version of the `wharf:handler` interfaces it imports. One
-    /// that imports none of them runs the same under either; it is called
-    /// the newest.
+    /// The world a component built for Wharf's own world implements:
+    /// `batch-handler` when it exports `handle-batch`; otherwise told by
+    /// the version of the `wharf:handler` interfaces it imports. One that
+    /// imports none of them runs the same under either; it is called the
+    /// newest.
     pub(crate) fn of(
         engine: &wasmtime::Engine,
         component: &wasmtime::component::Component,
     ) -> World {
         let ty = component.component_type();
+        if ty.exports(engine).any(|(name, _)| name == "handle-batch") {
+            return World::Batch;
+        }
         let old = ty
             .imports(engine)
             .any(|(name, _)| name.starts_with("wharf:handler/") && name.ends_with("@0.1.0"));
@@ -81,6 +87,7 @@ impl World {
         match self {
             World::V01 => "wharf:handler/handler@0.1.0",
             World::V02 => "wharf:handler/handler@0.2.0",
+            World::Batch => "wharf:handler/batch-handler@0.2.0",
             World::Compat(c) => c.name(),
         }
     }

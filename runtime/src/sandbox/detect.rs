@@ -8,8 +8,8 @@
 //!
 //! 1. An export of another host's async world (`wasmcloud:messaging@0.3.0`)
 //!    refuses the component: wasmtime's support for that ABI is incomplete.
-//! 2. The handler it exports picks the world: `handle` is Wharf's own
-//!    (`wharf:handler`, whose version its imports tell), and each world of
+//! 2. The handler it exports picks the world: `handle` (or `handle-batch`)
+//!    is Wharf's own (`wharf:handler`, whose version its imports tell), and each world of
 //!    `Compat::ALL` (run by `super::worlds`) has its interface. None, or
 //!    more than one, refuses the component, naming what Wharf accepts.
 //! 3. An import of a package Wharf knows at a version it does not provide
@@ -87,7 +87,10 @@ impl Detected {
 
 /// The worlds Wharf accepts, for messages.
 pub(crate) fn accepted() -> String {
-    let mut list = vec!["wharf:handler/handler@0.2.0 or @0.1.0 (exports `handle`)".to_string()];
+    let mut list = vec![
+        "wharf:handler/handler@0.2.0 or @0.1.0 (exports `handle`)".to_string(),
+        "wharf:handler/batch-handler@0.2.0 (exports `handle-batch`)".to_string(),
+    ];
     for c in Compat::ALL {
         list.push(format!("{} (exports `{}`)", c.name(), c.export()));
     }
@@ -117,7 +120,8 @@ pub(crate) fn detect(handler: &str, path: &Path, bytes: &[u8]) -> anyhow::Result
         );
     }
     let mut found: Vec<Option<Compat>> = Vec::new();
-    if exports.iter().any(|e| e == "handle") {
+    // `handle` and `handle-batch` are Wharf's own worlds, told apart later.
+    if exports.iter().any(|e| e == "handle" || e == "handle-batch") {
         found.push(None);
     }
     found.extend(
@@ -190,7 +194,7 @@ fn unsupported(exports: &[String]) -> String {
             "a key-value watcher, not a message handler"
         } else if e.starts_with("wasi:messaging/incoming-handler@") {
             "another version of wasi:messaging"
-        } else if e.starts_with("wharf:handler/") || e == "handle-batch" {
+        } else if e.starts_with("wharf:handler/") {
             "a handler of another Wharf world"
         } else {
             return None;

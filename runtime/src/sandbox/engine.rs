@@ -15,7 +15,8 @@ use anyhow::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::sandbox::bindings::World;
+use crate::config::HandlerConfig;
+use crate::sandbox::bindings::{World, batch::BatchHandlerPre};
 use crate::sandbox::component::Footprint;
 use crate::sandbox::detect::{self, Detected};
 use crate::sandbox::store::StoreState;
@@ -245,53 +246,84 @@ pub(crate) fn new_linker(engine: &Engine) -> anyhow::Result<Linker<StoreState>> 
     Ok(linker)
 }
 
+/// A handler's compiled component, linked and ready to instantiate, by the
+/// kind of export it has.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    /// `handle` (any world with one message per call).
+    Single(HandlerPre),
+    /// `handle-batch`: a batch of messages per call.
+    Batch(BatchHandlerPre<StoreState>),
+}
+
 /// Compiles a handler's component, tells which world it implements
-/// (`super::detect`), and checks it links and exports what that world
-/// calls. Returns the linked component, its world, and what detection saw.
+/// (`super::detect`), checks it is the one the handler's config asks for
+/// (`batch` or not), and that it links and exports what that world calls.
+/// Returns the linked component, its world, and what detection saw.
 pub(crate) fn compile(
     engine: &Engine,
     linker: &Linker<StoreState>,
-    handler: &str,
-    path: &Path,
+    handler: &HandlerConfig,
     bytes: &[u8],
-) -> anyhow::Result<(HandlerPre, World, Detected)> {
-    let detected = detect::detect(handler, path, bytes)?;
+) -> anyhow::Result<(Pre, World, Detected)> {
+    let (name, path) = (&handler.name, handler.component.display());
+    let detected = detect::detect(name, &handler.component, bytes)?;
     let component = Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "handler \"{handler}\": compiling component {}",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("handler \"{name}\": compiling component {path}"))?;
     let world = match detected.world {
         None => World::of(engine, &component),
         Some(c) => World::Compat(c),
     };
+    match (world, handler.batch.is_some()) {
+        (World::Batch, false) => anyhow::bail!(
+            "handler \"{name}\": component {path} exports `handle-batch` ({}), but the handler \
+             has no `batch` field; add one, e.g. batch = {{ max_messages = 64, max_wait = \"50ms\" }}, \
+             or build the component for the handler world (export `handle`)",
+            world.name()
+        ),
+        (World::V01 | World::V02 | World::Compat(_), true) => anyhow::bail!(
+            "handler \"{name}\": field `batch`: component {path} implements {}, not \
+             wharf:handler/batch-handler@0.2.0 (export `handle-batch`); remove `batch`, or \
+             build the component for the batch-handler world",
+            world.name()
+        ),
+        _ => {}
+    }
     let pre = linker
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| {
             format!(
-                "handler \"{handler}\": component {} imports something Wharf does not provide \
+                "handler \"{name}\": component {path} imports something Wharf does not provide \
                  (only WASI p2, the imports of the worlds Wharf runs, wasi:keyvalue@0.2.0-draft2 \
                  and @0.2.0-draft, and wasi:logging@0.1.0-draft are available)",
-                path.display(),
             )
         })?;
-    let export = match detected.world {
-        None => "handle: func(msg: message) -> result<_, handler-error>",
-        Some(c) => c.export(),
+    let export = match (world, detected.world) {
+        (World::Batch, _) => {
+            "handle-batch: func(messages: list<message>) -> list<result<_, handler-error>>"
+        }
+        (_, None) => "handle: func(msg: message) -> result<_, handler-error>",
+        (_, Some(c)) => c.export(),
     };
-    let pre = HandlerPre::new(detected.world, pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "handler \"{handler}\": component {} does not implement {} as Wharf runs it: \
-                 its `{export}` export does not match",
-                path.display(),
-                world.name(),
-            )
-        })?;
+    let does_not_match = || {
+        format!(
+            "handler \"{name}\": component {path} does not implement {} as Wharf runs it: \
+             its `{export}` export does not match",
+            world.name(),
+        )
+    };
+    let pre = if world == World::Batch {
+        BatchHandlerPre::new(pre)
+            .map(Pre::Batch)
+            .map_err(anyhow::Error::from)
+            .with_context(does_not_match)?
+    } else {
+        HandlerPre::new(detected.world, pre)
+            .map(Pre::Single)
+            .map_err(anyhow::Error::from)
+            .with_context(does_not_match)?
+    };
     Ok((pre, world, detected))
 }

@@ -1,46 +1,85 @@
-//! Running a handler's guest: a fresh instance per delivery (or, with
-//! `isolation = "reuse"`, an idle one that never failed), the call to
-//! `handle`, the guest's output, and what the delivery produced. Only this
-//! module creates Stores.
+//! Running a handler's guest: a fresh instance per delivery or batch (or,
+//! with `isolation = "reuse"`, an idle one that never failed), the call to
+//! `handle` (or `handle-batch`, in `batch`), the guest's output, and what
+//! the call produced. Only this module creates Stores.
+
+mod batch;
+mod output;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::warn;
 use wasmtime::{Engine, Store};
 
+pub(crate) use batch::BatchRan;
+
 use crate::config::{HandlerConfig, Isolation};
-use crate::sandbox::bindings::{Message, World};
-use crate::sandbox::engine::EPOCH_TICK;
-use crate::sandbox::host::wasi::Output;
-use crate::sandbox::store::{Shared, StoreState, new_store, rearm};
-use crate::sandbox::trap;
-use crate::sandbox::worlds::{Handler, HandlerPre};
+use crate::sandbox::bindings::batch::BatchHandler;
+use crate::sandbox::bindings::{HandlerError, Message, World};
+use crate::sandbox::engine::{EPOCH_TICK, Pre};
+use crate::sandbox::store::{Shared, StoreState, new_store, rearm, start_batch};
+use crate::sandbox::trap::classify;
+use crate::sandbox::worlds::Handler;
 use crate::settle::{Failure, Outcome};
 use crate::staged::Outgoing;
 use crate::state::Write;
 use crate::telemetry::RunTimes;
+use output::log_output;
 
 /// One handler's compiled component and the instances it may reuse.
 pub(crate) struct Guest {
     engine: Engine,
-    pre: HandlerPre,
+    pre: Pre,
     /// The world the component implements.
     pub world: World,
     shared: Shared,
-    /// Idle instances for `isolation = "reuse"`; each serves one delivery at a time.
+    /// Idle instances for `isolation = "reuse"`; each serves one delivery
+    /// (or batch) at a time.
     idle: Mutex<Vec<Idle>>,
     /// Replaced by a reload: its instances are not kept for reuse, so that
     /// they give their places in the pool back to the new version's.
     retired: AtomicBool,
 }
 
+/// An instance of either kind of export.
+enum Instance {
+    Single(Handler),
+    Batch(BatchHandler),
+}
+
 /// An instance waiting for its next delivery in reuse mode.
 struct Idle {
     store: Store<StoreState>,
-    instance: Handler,
+    instance: Instance,
+    /// Deliveries (messages) it has served.
     uses: u32,
+}
+
+/// What one call hands the guest.
+#[derive(Clone, Copy)]
+enum Call<'m> {
+    One(&'m Message),
+    Batch(&'m [Message]),
+}
+
+/// What the guest returned from one call.
+enum Returned {
+    One(Outcome),
+    Batch(Vec<Result<(), HandlerError>>),
+}
+
+/// What the guest returned, or why it did not: `Err` when it was still
+/// blocked (in a host call) at its deadline.
+type CallResult = Result<wasmtime::Result<Returned>, Blocked>;
+
+/// The instance of one call, with its Store and timings.
+struct Called {
+    store: Store<StoreState>,
+    instance: Option<Instance>,
+    uses: u32,
+    times: RunTimes,
 }
 
 /// What running the guest for one delivery produced.
@@ -55,7 +94,7 @@ pub(crate) struct Ran {
 }
 
 impl Guest {
-    pub(crate) fn new(engine: Engine, pre: HandlerPre, world: World, shared: Shared) -> Guest {
+    pub(crate) fn new(engine: Engine, pre: Pre, world: World, shared: Shared) -> Guest {
         Guest {
             engine,
             pre,
@@ -65,7 +104,6 @@ impl Guest {
             retired: AtomicBool::new(false),
         }
     }
-
     /// Stops keeping instances for reuse and drops the idle ones: a reload
     /// replaced this version, and the new one needs their places in the pool.
     pub(crate) fn retire(&self) {
@@ -126,7 +164,43 @@ impl Guest {
     /// its limit and never failed.
     pub(crate) async fn run(&self, message: &Message) -> Ran {
         let handler = &self.shared.handler;
-        let reused = match handler.isolation {
+        let (result, mut called) = self.call(Call::One(message)).await;
+        let state = called.store.data_mut();
+        let output = state.wasi.output.take();
+        log_output(&self.shared.name, &output, state.log.dropped);
+        let outcome = match result {
+            Ok(Ok(Returned::One(outcome))) => outcome,
+            Ok(Ok(Returned::Batch(_))) => unreachable!("a single call returns one result"),
+            Ok(Err(e)) => {
+                called.instance = None;
+                let (failure, detail) =
+                    classify(&e, state.limits.hit, handler, &output.stderr_tail);
+                Outcome::Failed { failure, detail }
+            }
+            Err(Blocked) => {
+                called.instance = None;
+                blocked(handler)
+            }
+        };
+        let (outputs, writes) = if outcome == Outcome::Ok {
+            (state.outbox.take(), state.kv.take())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let times = called.times;
+        self.keep(called, 1);
+        Ran {
+            outcome,
+            outputs,
+            writes,
+            times: Some(times),
+        }
+    }
+
+    /// Calls the guest once: in an idle instance (reuse mode) or a fresh
+    /// one, within the handler's deadline.
+    async fn call(&self, call: Call<'_>) -> (CallResult, Called) {
+        let reused = match self.shared.handler.isolation {
             Isolation::Fresh => None,
             Isolation::Reuse(_) => self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop(),
         };
@@ -137,9 +211,13 @@ impl Guest {
             }
             None => (new_store(&self.engine, &self.shared), None, 0),
         };
+        if let Call::Batch(messages) = call {
+            start_batch(&mut store, &self.shared, messages.len());
+        }
         let started = Instant::now();
         let mut instantiate = Duration::ZERO;
-        let call = async {
+        let mut kept = None;
+        let result = async {
             let instance = match instance {
                 Some(i) => i,
                 None => match self.instantiate(&mut store).await? {
@@ -151,61 +229,54 @@ impl Guest {
                 },
             };
             let deadline = outer_deadline(&store);
-            let result =
-                tokio::time::timeout_at(deadline, instance.call_handle(&mut store, message))
-                    .await
-                    .map_err(|_| Blocked)?;
-            Ok(result.map(|r| (r, instance)))
-        };
-        let result: Result<_, Blocked> = call.await;
-        let times = RunTimes {
-            instantiate,
-            total: started.elapsed(),
-        };
-        let state = store.data_mut();
-        let output = state.wasi.output.take();
-        log_output(&self.shared.name, &output, state.log.dropped);
-        let (outcome, instance) = match result {
-            Ok(Ok((outcome, instance))) => (outcome, Some(instance)),
-            Ok(Err(e)) => {
-                let (failure, detail) =
-                    trap::classify(&e, state.limits.hit, handler, &output.stderr_tail);
-                (Outcome::Failed { failure, detail }, None)
+            let returned = match (&instance, call) {
+                (Instance::Single(h), Call::One(m)) => {
+                    tokio::time::timeout_at(deadline, h.call_handle(&mut store, m))
+                        .await
+                        .map(|r| r.map(Returned::One))
+                }
+                (Instance::Batch(h), Call::Batch(m)) => {
+                    tokio::time::timeout_at(deadline, h.call_handle_batch(&mut store, m))
+                        .await
+                        .map(|r| r.map(Returned::Batch))
+                }
+                _ => Ok(Err(wasmtime::Error::msg(
+                    "the component's export does not match the handler's `batch` setting",
+                ))),
             }
-            Err(_) => (
-                Outcome::Failed {
-                    failure: Failure::Timeout,
-                    detail: format!(
-                        "handler exceeded its timeout of {} (blocked in a host call)",
-                        humantime::format_duration(handler.timeout)
-                    ),
-                },
-                None,
-            ),
+            .map_err(|_| Blocked)?;
+            kept = Some(instance);
+            Ok(returned)
+        }
+        .await;
+        let called = Called {
+            store,
+            instance: kept,
+            uses,
+            times: RunTimes {
+                instantiate,
+                total: started.elapsed(),
+            },
         };
-        let (outputs, writes) = if outcome == Outcome::Ok {
-            (state.outbox.take(), state.kv.take())
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        // A failed instance is never used again: its state may be anything.
-        if let (Isolation::Reuse(limit), Some(instance)) = (handler.isolation, instance)
-            && uses + 1 < limit
+        (result, called)
+    }
+
+    /// Keeps a call's instance for the next delivery in reuse mode, unless
+    /// it failed (its state may be anything) or has served its limit.
+    fn keep(&self, called: Called, deliveries: u32) {
+        let uses = called.uses.saturating_add(deliveries);
+        if let (Isolation::Reuse(limit), Some(instance)) =
+            (self.shared.handler.isolation, called.instance)
+            && uses < limit
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if !self.retired.load(Ordering::Relaxed) {
                 idle.push(Idle {
-                    store,
+                    store: called.store,
                     instance,
-                    uses: uses + 1,
+                    uses,
                 });
             }
-        }
-        Ran {
-            outcome,
-            outputs,
-            writes,
-            times: Some(times),
         }
     }
 
@@ -218,14 +289,23 @@ impl Guest {
     async fn instantiate(
         &self,
         store: &mut Store<StoreState>,
-    ) -> Result<wasmtime::Result<Handler>, Blocked> {
+    ) -> Result<wasmtime::Result<Instance>, Blocked> {
         let mut waited = false;
         loop {
             let deadline = outer_deadline(store);
-            let started =
-                tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut *store))
-                    .await
-                    .map_err(|_| Blocked)?;
+            let started = match &self.pre {
+                Pre::Single(pre) => {
+                    tokio::time::timeout_at(deadline, pre.instantiate_async(&mut *store))
+                        .await
+                        .map(|r| r.map(Instance::Single))
+                }
+                Pre::Batch(pre) => {
+                    tokio::time::timeout_at(deadline, pre.instantiate_async(&mut *store))
+                        .await
+                        .map(|r| r.map(Instance::Batch))
+                }
+            }
+            .map_err(|_| Blocked)?;
             match started {
                 Err(e) if pool_full(&e) => {
                     if !waited {
@@ -233,7 +313,11 @@ impl Guest {
                         waited = true;
                     }
                     tokio::time::sleep(EPOCH_TICK).await;
+                    let batch = store.data().batch.len();
                     *store = new_store(&self.engine, &self.shared);
+                    if batch > 0 {
+                        start_batch(store, &self.shared, batch);
+                    }
                 }
                 started => return Ok(started),
             }
@@ -248,12 +332,15 @@ impl Guest {
         message: &Message,
         n: u32,
     ) -> anyhow::Result<(Duration, Duration)> {
+        let Pre::Single(pre) = &self.pre else {
+            anyhow::bail!("timing deliveries needs a handler of one message at a time");
+        };
         let mut instantiate = Duration::ZERO;
         let mut call = Duration::ZERO;
         for _ in 0..n {
             let t0 = Instant::now();
             let mut store = new_store(&self.engine, &self.shared);
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             let t1 = Instant::now();
             let outcome = instance.call_handle(&mut store, message).await?;
             drop(store);
@@ -269,6 +356,28 @@ impl Guest {
 
 /// A delivery's guest ran past its deadline while blocked in a host call.
 pub(crate) struct Blocked;
+
+/// What the guest returned for one message, as the settlement table reads it.
+fn outcome(result: Result<(), HandlerError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(HandlerError::Retry(ms)) => Outcome::Retry {
+            delay: ms.map(Duration::from_millis),
+        },
+        Err(HandlerError::Reject(reason)) => Outcome::Reject { reason },
+    }
+}
+
+/// The outcome of a guest still blocked in a host call at its deadline.
+fn blocked(handler: &HandlerConfig) -> Outcome {
+    Outcome::Failed {
+        failure: Failure::Timeout,
+        detail: format!(
+            "handler exceeded its timeout of {} (blocked in a host call)",
+            humantime::format_duration(handler.timeout)
+        ),
+    }
+}
 
 /// The epoch deadline stops a guest that runs code; a timer at this instant
 /// also stops one blocked in a host call (a WASI sleep, a poll).
@@ -292,23 +401,6 @@ pub(crate) fn memory_too_small(handler: &HandlerConfig, needed: u64) -> anyhow::
         crate::config::mib(needed),
         crate::config::mib(handler.memory)
     )
-}
-
-fn log_output(handler: &str, output: &Output, log_dropped: u64) {
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let line = crate::text::escape_controls(line);
-        info!(target: "wharf::guest", handler, stream = "stdout", "{line}");
-    }
-    for line in String::from_utf8_lossy(&output.stderr).lines() {
-        let line = crate::text::escape_controls(line);
-        warn!(target: "wharf::guest", handler, stream = "stderr", "{line}");
-    }
-    if output.dropped > 0 {
-        warn!(target: "wharf::guest", handler, dropped = output.dropped, "guest output over the cap was dropped");
-    }
-    if log_dropped > 0 {
-        warn!(target: "wharf::guest", handler, dropped = log_dropped, "guest log lines over the cap were dropped");
-    }
 }
 
 #[cfg(test)]

@@ -91,8 +91,7 @@ impl Loader {
 
     fn compile(&self, h: &HandlerConfig, kind: Kind, bytes: &[u8]) -> anyhow::Result<Loaded> {
         let engine = self.engines.get(kind).clone();
-        let (pre, world, detected) =
-            engine::compile(&engine, &self.linkers[&kind], &h.name, &h.component, bytes)?;
+        let (pre, world, detected) = engine::compile(&engine, &self.linkers[&kind], h, bytes)?;
         let shared = self.shared(h);
         Ok(Loaded {
             guest: Guest::new(engine, pre, world, shared),

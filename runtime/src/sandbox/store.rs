@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 
 use super::host::{
-    kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload, publish::Outbox,
-    request::RequestAccess, request::Requests, values::Values, wasi::Wasi,
+    batch::Slot, batch::Staging, kv::Kv, kv::KvAccess, log::LogBudget, publish::MaxPayload,
+    publish::Outbox, request::RequestAccess, request::Requests, values::Values, wasi::Wasi,
 };
 use crate::config::HandlerConfig;
 use crate::settle::Failure;
@@ -117,6 +117,8 @@ pub(crate) struct StoreState {
     pub values: Values,
     pub log: LogBudget,
     pub kv: Kv,
+    /// A batch call's staging, one outbox and key-value staging per message.
+    pub batch: Staging,
     pub requests: Requests,
     /// The resources of a component of another host's world.
     pub compat: super::worlds::state::State,
@@ -153,6 +155,7 @@ pub(crate) fn new_store(engine: &Engine, shared: &Shared) -> Store<StoreState> {
         values: shared.values.clone(),
         log: LogBudget::new(shared.name.clone(), handler.max_output_bytes as usize),
         kv: Kv::new(shared.kv.clone()),
+        batch: Staging::default(),
         requests: Requests::new(shared.requests.clone()),
         compat: super::worlds::state::State::new(handler.clone()),
         deadline: Instant::now() + timeout,
@@ -190,10 +193,28 @@ pub(crate) fn rearm(store: &mut Store<StoreState>) {
     state.limits.hit = None;
     state.outbox.take();
     state.kv.take();
+    state.batch.clear();
     state.requests.reset();
     state.wasi.output.take();
     state.log.reset();
     start_clock(store);
+}
+
+/// Gives each of a batch's `n` messages its own empty outbox and key-value
+/// staging, with the handler's per-delivery limits.
+pub(crate) fn start_batch(store: &mut Store<StoreState>, shared: &Shared, n: usize) {
+    let shared = shared.clone();
+    store.data_mut().batch.start(
+        n,
+        Box::new(move || Slot {
+            outbox: Outbox::new(
+                shared.handler.clone(),
+                shared.max_payload.clone(),
+                shared.host_bytes,
+            ),
+            kv: Kv::new(shared.kv.clone()),
+        }),
+    );
 }
 
 /// Starts the delivery's deadline and fuel budget.

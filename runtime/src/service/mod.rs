@@ -76,6 +76,7 @@ pub struct Checked {
     /// The handler's name.
     pub handler: String,
     /// The world its component implements and what else it imports, e.g.
+    /// `wharf:handler/batch-handler@0.2.0` or
     /// `wasmcloud:messaging@0.2.0 (compatibility), with wasi:keyvalue@0.2.0-draft2`.
     pub world: String,
 }

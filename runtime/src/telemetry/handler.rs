@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tracing::info;
 
-use super::record::Record;
+use super::record::{Record, RunTimes};
 use super::status::HandlerStatus;
 use super::{Labels, with};
 use crate::settle::{DeadLetterKind, Settled};
@@ -29,10 +29,22 @@ pub(crate) struct HandlerTelemetry {
     pub(super) handler_duration: Histogram,
     pub(super) settle_duration: Histogram,
     pub(super) instantiation: Histogram,
+    /// Messages per call of a batch handler's `handle-batch`.
+    pub(super) batch_messages: Histogram,
     pub(super) labels: Labels,
 }
 
 impl HandlerTelemetry {
+    /// Records one call of a batch handler's guest, with `messages`
+    /// messages. Its messages' records carry no run times of their own.
+    pub(crate) fn ran(&self, ran: RunTimes, messages: usize) {
+        self.handler_duration.observe(ran.total.as_secs_f64());
+        if !ran.instantiate.is_zero() {
+            self.instantiation.observe(ran.instantiate.as_secs_f64());
+        }
+        self.batch_messages.observe(messages as f64);
+    }
+
     /// Records one settled delivery.
     pub(crate) fn settled(&self, r: &Record<'_>) {
         self.reruns.inc_by(u64::from(r.reruns));

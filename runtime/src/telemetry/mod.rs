@@ -110,7 +110,7 @@ impl Telemetry {
         let handler_duration = histogram();
         registry.register_with_unit(
             "wharf_handler_duration",
-            "Time in the guest per delivery (instantiation and call)",
+            "Time in the guest per delivery or batch (instantiation and call)",
             Unit::Seconds,
             handler_duration.clone(),
         );
@@ -127,6 +127,14 @@ impl Telemetry {
             "Time to create a fresh instance",
             Unit::Seconds,
             instantiation.clone(),
+        );
+        let batch_messages = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1.0, 2.0, 11))) as fn() -> Histogram,
+        );
+        registry.register(
+            "wharf_batch_messages",
+            "Messages per call of a batch handler",
+            batch_messages.clone(),
         );
         let reloads = Family::<Labels, Counter>::default();
         registry.register(
@@ -173,6 +181,7 @@ impl Telemetry {
                 handler_duration: handler_duration.get_or_create(&labels).clone(),
                 settle_duration: settle_duration.get_or_create(&labels).clone(),
                 instantiation: instantiation.get_or_create(&labels).clone(),
+                batch_messages: batch_messages.get_or_create(&labels).clone(),
                 labels,
             });
         }

@@ -2,13 +2,15 @@
 //! arguments (`wasi`), and the `wharf:handler/host` imports, one module per
 //! capability, each with its own per-delivery state: `publish` (the
 //! outbox), `kv` (key-value reads and staged writes), `values` (`config`
-//! lookups), `log`, and `request` (the requests of other hosts' worlds,
-//! sent at once).
+//! lookups), `log`, `request` (the requests of other hosts' worlds,
+//! sent at once), and `batch`, the `batch-host` import's per-message
+//! outboxes and key-value staging.
 //!
 //! The per-delivery Store state (`super::store::StoreState`) only holds
 //! these, and `super::linker` registers them. A capability knows nothing of
 //! Stores, engines or the other capabilities.
 
+pub(crate) mod batch;
 pub(crate) mod kv;
 pub(crate) mod log;
 pub(crate) mod publish;
