@@ -73,28 +73,11 @@ pub struct Dlq {
 impl Dlq {
     /// Connects and finds the dead-letter stream.
     pub async fn open(target: Target, cli: Connection) -> anyhow::Result<Dlq> {
-        let mut connection = match &target {
-            Target::Config(c, _) => c.nats.clone().overlaid(cli),
-            Target::Stream(_) => cli,
+        let config = match &target {
+            Target::Config(c, _) => Some(&**c),
+            Target::Stream(_) => None,
         };
-        // Without a URL anywhere, the server of a `wharf dev` running with
-        // this config.
-        let mut from_dev = None;
-        if let (Target::Config(c, _), None) = (&target, &connection.url)
-            && let Some((url, pid, file)) = crate::ops::dev::state::running(&c.path)
-        {
-            connection.url = Some(url);
-            from_dev = Some((pid, file));
-        }
-        let client = crate::connect::connect(&connection, "wharf-dlq")
-            .await
-            .map_err(|e| match &from_dev {
-                Some((pid, file)) => e.context(format!(
-                    "the URL is from {}, which `wharf dev` (pid {pid}) wrote; is it still running?",
-                    file.display()
-                )),
-                None => e,
-            })?;
+        let client = crate::ops::dev::state::connect(config, cli, "wharf-dlq").await?;
         let js = jetstream::new(client);
         let (stream_name, subject, handler, source_stream) = match target {
             Target::Stream(stream) => (stream, None, None, None),
