@@ -131,7 +131,7 @@ impl Dlq {
     /// Every header and the payload of copy `seq`.
     pub async fn show(&self, seq: u64) -> anyhow::Result<String> {
         let selector = Selector::Sequences([seq].into());
-        self.ensure_present(&selector).await?;
+        self.ensure_present(&selector, "").await?;
         let mut pages = self.pages(&selector).await?;
         let mut shown = String::new();
         while let Some(page) = pages.next().await? {
@@ -144,7 +144,7 @@ impl Dlq {
 
     /// Deletes the selected copies. Returns how many were deleted.
     pub async fn purge(&self, selector: &Selector) -> anyhow::Result<usize> {
-        self.ensure_present(selector).await?;
+        self.ensure_present(selector, CHANGED_NOTHING).await?;
         let mut deleted = 0;
         let mut pages = self.pages(selector).await?;
         while let Some(page) = pages.next().await? {
@@ -160,8 +160,9 @@ impl Dlq {
     }
 
     /// Fails, changing nothing, when the selector names a copy that is not
-    /// there (or is another handler's).
-    async fn ensure_present(&self, selector: &Selector) -> anyhow::Result<()> {
+    /// there (or is another handler's); `then` ends the message (a
+    /// command that changes copies says it changed none).
+    async fn ensure_present(&self, selector: &Selector, then: &str) -> anyhow::Result<()> {
         let Selector::Sequences(wanted) = selector else {
             return Ok(());
         };
@@ -173,7 +174,7 @@ impl Dlq {
         let missing: Vec<String> = wanted.difference(&found).map(u64::to_string).collect();
         if !missing.is_empty() {
             bail!(
-                "no dead-letter message with sequence {} in stream \"{}\"{}{}; nothing was changed",
+                "no dead-letter message with sequence {} in stream \"{}\"{}{}{then}",
                 missing.join(", "),
                 self.stream_name,
                 self.subject
@@ -189,6 +190,9 @@ impl Dlq {
         Ok(())
     }
 }
+
+/// The end of a missing copy's message for the commands that change copies.
+const CHANGED_NOTHING: &str = "; nothing was changed";
 
 /// The handler a `dlq` command means: the named one, or the only one with a
 /// dead-letter subject.
