@@ -42,6 +42,9 @@ pub(crate) struct LinkState {
     /// Set, and notified, once the client has closed the connection.
     closed: AtomicBool,
     on_close: tokio::sync::Notify,
+    /// Client errors repeat while the server is away (one per failed
+    /// reconnect attempt): logged once per interval with a count.
+    throttle: crate::throttle::Throttle,
 }
 
 impl LinkState {
@@ -156,7 +159,11 @@ fn on_event(state: &LinkState, event: Event) {
             "slow consumer: the client dropped messages"
         ),
         Event::ServerError(e) => error!(error = %e, "NATS server error"),
-        Event::ClientError(e) => error!(error = %e, "NATS client error"),
+        Event::ClientError(e) => {
+            if let Some(suppressed) = state.throttle.admit("client error") {
+                warn!(error = %e, suppressed, "NATS client error");
+            }
+        }
         // The end of every command's connection: nothing to tell a person.
         Event::Draining => debug!(%event, "NATS connection"),
         Event::Closed => {

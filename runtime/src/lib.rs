@@ -33,7 +33,7 @@
 //!
 //! The public API is what the `wharf` binary, the tests and the benchmark
 //! need: [`run`], [`check`], [`check_with_server`], [`config`], [`connect`],
-//! [`dev`], [`dlq`], [`server`], [`streams`] and [`mod@bench`]. Everything else is private
+//! [`dev`], [`dlq`], [`publish`], [`server`], [`streams`] and [`mod@bench`]. Everything else is private
 //! to the crate (ARCHITECTURE.md maps it).
 
 pub mod config;
@@ -57,5 +57,5 @@ mod text;
 mod throttle;
 mod trace;
 
-pub use ops::{dev, dlq, server, streams};
+pub use ops::{dev, dlq, publish, server, streams};
 pub use service::{Checked, Signals, bench, check, check_with_server, run};

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 const EVERY: Duration = Duration::from_secs(10);
 
 /// One handler's repeated errors, by kind.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Throttle {
     seen: Mutex<HashMap<&'static str, Seen>>,
 }
 
+#[derive(Debug)]
 struct Seen {
     logged: Instant,
     suppressed: u64,

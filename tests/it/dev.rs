@@ -205,6 +205,10 @@ async fn ctrl_c_drains_then_stops_the_server_quietly() {
             && printed(&format!(
                 "wharf dev: dead letters: wharf dlq -c {} list",
                 config.display()
+            ))
+            && printed(&format!(
+                "wharf dev: test messages: wharf pub -c {} in.test '{{\"id\":{{n}}}}' --count 3",
+                config.display()
             )),
         "{stdout:#?}"
     );

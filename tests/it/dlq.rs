@@ -44,7 +44,8 @@ fn dlq(path: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `list` shows one row per dead-letter with its kind and reason; `show` shows headers and payload.
+/// `list` shows one row per dead-letter with its kind and reason; `show` shows headers and payload,
+/// and of a sequence that is not there says only that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_show() {
     let (_server, _js, _dir, path) = setup().await;
@@ -60,6 +61,7 @@ async fn list_and_show() {
         "{out}"
     );
     assert!(out.contains("3 dead-letter message(s)"), "{out}");
+    let path2 = path.clone();
     let (code, out, err) = tokio::task::spawn_blocking(move || dlq(&path, &["show", "2"]))
         .await
         .unwrap();
@@ -69,6 +71,14 @@ async fn list_and_show() {
             && out.contains("Wharf-Reason: bad input")
             && out.contains("m1"),
         "{out}"
+    );
+    let (code, _, err) = tokio::task::spawn_blocking(move || dlq(&path2, &["show", "999"]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no dead-letter message with sequence 999") && !err.contains("changed"),
+        "{err}"
     );
 }
 

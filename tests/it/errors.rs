@@ -149,7 +149,8 @@ async fn missing_dead_letter_stream_refuses_to_start() {
     );
 }
 
-/// A missing source stream refuses the start with the stream named.
+/// A missing source stream refuses the start with the config file, the
+/// handler, the field and the stream named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_stream_refuses_to_start() {
     let server = server();
@@ -158,11 +159,14 @@ async fn missing_stream_refuses_to_start() {
     stream(&js, "OUT", &["out.>"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), &behave_config_text(&server.url(), ""));
+    let expected = format!(
+        "error: config {path}: handler \"test\": field `stream`: stream \"IN\" does not exist"
+    );
     let (code, err) = tokio::task::spawn_blocking(move || run_binary(&["run", "-c", &path]))
         .await
         .unwrap();
     assert_eq!(code, 1);
-    assert!(err.contains("stream \"IN\""), "{err}");
+    assert!(err.contains(&expected), "{err}");
 }
 
 /// An existing consumer with conflicting settings is named with what differs.

@@ -110,7 +110,9 @@ async fn an_output_stream_outage_is_logged_once_not_per_message() {
     assert_eq!(host.wait().await, Some(0));
 }
 
-/// Losing the server and getting it back are in the log at the default level.
+/// Losing the server and getting it back are in the log at the default
+/// level, at warn at most, and the errors that repeat while it is away are
+/// logged once (per 10 s), not once per attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnects_and_reconnects_are_logged() {
     let (mut server, _js) = bed().await;
@@ -121,6 +123,11 @@ async fn disconnects_and_reconnects_are_logged() {
     server.restart().unwrap();
     host.wait_log("disconnected from NATS").await;
     host.wait_log("reconnected to NATS").await;
+    let lines = host.lines();
+    let many = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(many("ERROR"), 0, "{lines:#?}");
+    assert!(many("NATS client error") <= 1, "{lines:#?}");
+    assert!(many("consumer unavailable") <= 1, "{lines:#?}");
     host.signal("TERM");
     assert_eq!(host.wait().await, Some(0));
 }

@@ -28,6 +28,7 @@ mod order;
 mod order_state;
 mod outputs;
 mod policy;
+mod publish;
 mod reasons;
 mod release;
 mod reload;

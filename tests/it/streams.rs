@@ -142,8 +142,9 @@ async fn apply_names_every_uncovered_subject() {
     let (code, out, err) = wharf(&["streams", "apply", "-c", path.to_str().unwrap()]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("stream \"IN\": created"), "{out}");
+    let config = format!("error: config {}: 3 problems:", path.display());
     for needle in [
-        "3 problems:",
+        config.as_str(),
         "handler \"test\": field `dead_letter`: no stream stores subject \"dlq.test\"",
         "handler \"test\": field `publish`: no stream stores subject \"out.a\"",
         "handler \"test\": field `publish`: no stream stores subject \"out.b\"",

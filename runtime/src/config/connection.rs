@@ -10,33 +10,34 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
 /// Connection settings. In a config file they form the `[nats]` table; on
 /// the command line each is a flag that also reads its `NATS_*` variable,
-/// and overrides the file.
+/// and overrides the file; the flags are global, so they may follow a
+/// subcommand's own subcommand (`wharf dlq … list --url …`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
     /// Server URL, or a comma-separated list of seed URLs.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, global = true, env = "NATS_URL")]
     pub url: Option<String>,
     /// Credentials (.creds) file.
-    #[arg(long = "creds", env = "NATS_CREDS")]
+    #[arg(long = "creds", global = true, env = "NATS_CREDS")]
     pub credentials: Option<PathBuf>,
     /// User name (with --password).
-    #[arg(long, env = "NATS_USER")]
+    #[arg(long, global = true, env = "NATS_USER")]
     pub user: Option<String>,
     /// Password (with --user).
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
     /// Authentication token.
-    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// CA certificate to verify the server with (enables TLS).
-    #[arg(long, env = "NATS_CA")]
+    #[arg(long, global = true, env = "NATS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (with --tls-key).
-    #[arg(long, env = "NATS_CERT")]
+    #[arg(long, global = true, env = "NATS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// Client key (with --tls-cert).
-    #[arg(long, env = "NATS_KEY")]
+    #[arg(long, global = true, env = "NATS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 

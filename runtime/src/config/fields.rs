@@ -92,8 +92,9 @@ fn read_into<T: DeserializeOwned>(
         match top {
             Some(top) if table.contains_key(top) => {
                 problems.push(format!(
-                    "{place}: field `{}`: {message}",
-                    key.as_deref().unwrap_or(top)
+                    "{place}: field `{}`: {message}{}",
+                    key.as_deref().unwrap_or(top),
+                    unquote_hint(message)
                 ));
                 reported.insert(top.to_string());
                 removed.insert(top.to_string());
@@ -132,6 +133,36 @@ fn quoted(names: &[String]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// For a number or a boolean written in quotes (serde's "invalid type:
+/// string \"3\", expected u32"), how to write it.
+fn unquote_hint(message: &str) -> &'static str {
+    let Some(expected) = message
+        .strip_prefix("invalid type: string ")
+        .and_then(|m| m.rsplit_once(", expected "))
+        .map(|(_, e)| e)
+    else {
+        return "";
+    };
+    let number = [
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "usize",
+        "i32",
+        "i64",
+        "f64",
+        "an integer",
+    ];
+    if number.contains(&expected) {
+        "; write a number without quotes"
+    } else if expected == "a boolean" {
+        "; write true or false without quotes"
+    } else {
+        ""
+    }
 }
 
 /// The known name closest to `word`, if it is close enough to be what was

@@ -389,8 +389,23 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Problems) -> Option<Conf
                 ),
             );
         }
-        if let Some(input) = streams.iter().find(|s| s.name == h.stream) {
-            stream::check_handler(&site, input, &streams, &h);
+        match streams.iter().find(|s| s.name == h.stream) {
+            Some(input) => stream::check_handler(&site, input, &streams, &h),
+            None => {
+                // A stream made elsewhere may have any name; one a letter or
+                // two from a declared stream's is a typo, found here rather
+                // than when `wharf run` meets the server.
+                let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+                if let Some(known) = fields::closest(&h.stream, &names) {
+                    site.report(
+                        "stream",
+                        format!(
+                            "no [[stream]] is named \"{}\"; did you mean `{known}`?",
+                            h.stream
+                        ),
+                    );
+                }
+            }
         }
         handlers.push(h);
     }

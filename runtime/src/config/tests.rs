@@ -307,6 +307,13 @@ fn a_bare_number_shows_the_quoted_form() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`backoff") && err.contains("\"1s\""), "{err}");
+    let err = parse(&format!("{MINIMAL}\nmax_attempts = \"3\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("field `max_attempts`: invalid type: string \"3\", expected u32; write a number without quotes"),
+        "{err}"
+    );
 }
 
 /// Misspelt tables and `[handler]` for `[[handler]]` are named with the fix.
@@ -393,6 +400,31 @@ fn subjects_inside_the_declared_input_are_refused() {
     // Outside the handler's filter, both are fine.
     parse(&format!(
         "{text}\nfilter_subject = \"orders.new\"\npublish = [\"orders.accepted\"]\n"
+    ))
+    .unwrap();
+}
+
+/// A handler's stream that no `[[stream]]` declares but one nearly does is
+/// a typo, named with the declared stream; a name unlike any is a stream
+/// made elsewhere and passes.
+#[test]
+fn a_misspelt_stream_gets_the_declared_name() {
+    let stream = "[[stream]]\nname = \"ORDERS\"\nsubjects = [\"orders.>\"]\n";
+    let err = parse(&format!(
+        "{stream}{}",
+        MINIMAL.replace("\"ORDERS\"", "\"ORDRES\"")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "handler \"orders\": field `stream`: no [[stream]] is named \"ORDRES\"; did you mean `ORDERS`?"
+        ),
+        "{err}"
+    );
+    parse(&format!(
+        "{stream}{}",
+        MINIMAL.replace("\"ORDERS\"", "\"LEGACY_EVENTS\"")
     ))
     .unwrap();
 }

@@ -49,7 +49,9 @@ pub(crate) async fn run(
                 return Err(e);
             }
             Err(BindError::Unavailable(e)) => {
-                warn!(handler = %handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
+                if let Some(suppressed) = dispatcher.throttle.admit("unavailable") {
+                    warn!(handler = %handler.name, error = format!("{e:#}"), suppressed, "consumer unavailable; retrying");
+                }
                 if wait_or_stop(&stop, Duration::from_secs(1)).await {
                     return Ok(());
                 }

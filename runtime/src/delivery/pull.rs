@@ -137,7 +137,9 @@ impl Puller {
                     return Err(e);
                 }
                 Err(BindError::Unavailable(e)) => {
-                    warn!(handler = %self.handler.name, error = format!("{e:#}"), "consumer unavailable; retrying");
+                    if let Some(suppressed) = self.dispatcher.throttle.admit("unavailable") {
+                        warn!(handler = %self.handler.name, error = format!("{e:#}"), suppressed, "consumer unavailable; retrying");
+                    }
                 }
             }
             self.status.bound.store(false, Ordering::Relaxed);
@@ -247,7 +249,9 @@ impl Puller {
         *in_a_row += 1;
         debug!(handler = %self.handler.name, error = %e, "pull failed");
         if *in_a_row >= 2 {
-            warn!(handler = %self.handler.name, error = %e, "pulling keeps failing; rebinding the consumer");
+            if let Some(suppressed) = self.dispatcher.throttle.admit("pulling") {
+                warn!(handler = %self.handler.name, error = %e, suppressed, "pulling keeps failing; rebinding the consumer");
+            }
             return true;
         }
         false

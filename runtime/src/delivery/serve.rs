@@ -232,7 +232,9 @@ async fn rebind(ctx: &Ctx, slot: &Slot) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(BindError::Config(e)) => return Err(e),
             Err(BindError::Unavailable(e)) => {
-                warn!(handler = %ctx.handler.name, partition = slot.index, error = format!("{e:#}"), "consumer unavailable; retrying");
+                if let Some(suppressed) = ctx.dispatcher.throttle.admit("unavailable") {
+                    warn!(handler = %ctx.handler.name, partition = slot.index, error = format!("{e:#}"), suppressed, "consumer unavailable; retrying");
+                }
             }
         }
         if wait_or_stop(&ctx.stop, delay).await {

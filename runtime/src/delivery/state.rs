@@ -151,8 +151,12 @@ pub(crate) async fn create(js: &jetstream::Context, config: &Config) -> anyhow::
     }
     if config.handlers.iter().any(|h| h.kv.writes()) {
         let name = &config.runtime.effects_stream;
+        // Said only when it is created: a start that finds it says nothing.
+        if js.get_stream(name).await.is_ok() {
+            return Ok(());
+        }
         tracing::info!(stream = %name, "creating the effects stream");
-        js.get_or_create_stream(jetstream::stream::Config {
+        js.create_stream(jetstream::stream::Config {
             name: name.clone(),
             subjects: vec![format!("{PREFIX}.>")],
             storage: jetstream::stream::StorageType::File,

@@ -8,6 +8,7 @@
 
 use std::io::Write;
 
+use anyhow::Context as _;
 use async_nats::jetstream;
 
 use crate::config::{Config, Connection};
@@ -41,7 +42,9 @@ pub async fn apply(
     declared(js, config, update, out, &mut problems).await?;
     crate::delivery::state::create(js, config).await?;
     covered(js, config, &mut problems).await;
-    problems.into_result()
+    problems
+        .into_result()
+        .with_context(|| format!("config {}", config.path.display()))
 }
 
 /// Creates each declared stream that is missing; one that exists with

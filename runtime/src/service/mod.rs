@@ -264,7 +264,8 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
             problems.add(e);
         }
     }
-    problems.clone().into_result()?;
+    let in_config = || format!("config {}", config.path.display());
+    problems.clone().into_result().with_context(in_config)?;
     for loaded in &prepared.loaded {
         let handler = loaded.guest.handler();
         let bound = answered(config, deadline, &handler.name, || async {
@@ -282,7 +283,7 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
             problems.add(e);
         }
     }
-    problems.into_result()?;
+    problems.into_result().with_context(in_config)?;
     let state = answered(config, deadline, "key-value state", || {
         crate::delivery::state::open(&api, config)
     })
@@ -306,9 +307,8 @@ async fn start(config: &Config) -> anyhow::Result<Started> {
     })
 }
 
-/// Runs a binding step until the server answers: `Ok(Err(_))` when the
-/// config does not match the server, `Err(_)` when it did not answer
-/// within `startup_timeout`.
+/// Runs a binding step until the server answers: `Ok(Err(_))` when the config
+/// does not match it, `Err(_)` when it did not answer within `startup_timeout`.
 async fn answered<T, F: Future<Output = Result<T, BindError>>>(
     config: &Config,
     deadline: tokio::time::Instant,

@@ -70,6 +70,29 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Publish test messages to JetStream, waiting for each PubAck.
+    ///
+    /// Example: wharf pub payments.new '{"id":{n}}' --count 3 --header X-Test:yes
+    Pub {
+        /// The subject; a stream must store it.
+        subject: String,
+        /// The payload (`-`: read it from stdin; default: empty). `{n}` becomes
+        /// the message's number, from 1.
+        #[arg(allow_hyphen_values = true)]
+        payload: Option<String>,
+        /// A header, NAME:VALUE (repeatable; `{n}` as in the payload).
+        #[arg(short = 'H', long = "header", value_name = "NAME:VALUE", value_parser = wharf::publish::parse_header)]
+        headers: Vec<(String, String)>,
+        /// How many messages to publish.
+        #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        /// A configuration file, for its [nats] table or the `wharf dev`
+        /// running with it (default: wharf.toml, when there is one).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        nats: Connection,
+    },
     /// Create or verify the streams the config declares in [[stream]] tables.
     Streams {
         #[command(subcommand)]
@@ -141,4 +164,71 @@ pub(crate) struct ConfigArg {
     /// The configuration file.
     #[arg(short, long, default_value = "wharf.toml")]
     pub config: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The connection flags are accepted after a subcommand's own subcommand.
+    #[test]
+    fn connection_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "wharf",
+            "dlq",
+            "-c",
+            "run.toml",
+            "--handler",
+            "totals",
+            "list",
+            "--url",
+            "nats://h:4222",
+            "--token",
+            "t",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Dlq { nats, action, .. } = cli.command else {
+            panic!("not dlq");
+        };
+        assert!(matches!(action, DlqAction::List));
+        assert_eq!(nats.url.as_deref(), Some("nats://h:4222"));
+        assert_eq!(nats.token.as_deref(), Some("t"));
+        let cli = Cli::try_parse_from(["wharf", "streams", "apply", "--url", "nats://s"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Streams {
+            action: StreamsAction::Apply { nats, .. },
+        } = cli.command
+        else {
+            panic!("not streams apply");
+        };
+        assert_eq!(nats.url.as_deref(), Some("nats://s"));
+    }
+
+    /// `pub` takes repeated headers, a count and a payload that starts with `-`.
+    #[test]
+    fn pub_arguments() {
+        let cli = Cli::try_parse_from([
+            "wharf", "pub", "in.a", "-", "--header", "A: 1", "-H", "B:{n}", "--count", "3",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Pub {
+            subject,
+            payload,
+            headers,
+            count,
+            ..
+        } = cli.command
+        else {
+            panic!("not pub");
+        };
+        assert_eq!((subject.as_str(), payload.as_deref()), ("in.a", Some("-")));
+        assert_eq!(
+            headers,
+            [("A".into(), "1".into()), ("B".into(), "{n}".into())]
+        );
+        assert_eq!(count, 3);
+        assert!(Cli::try_parse_from(["wharf", "pub", "in.a", "--count", "0"]).is_err());
+    }
 }

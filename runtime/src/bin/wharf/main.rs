@@ -1,16 +1,16 @@
 //! The `wharf` command: parses arguments, sets up logging, and calls the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use wharf::config::{Config, Connection};
+use wharf::config::Config;
 
 mod args;
+mod commands;
 mod logs;
 
-use args::{Cli, Command, DlqAction, StreamsAction};
-use wharf::dlq::Selector;
+use args::{Cli, Command, StreamsAction};
+use commands::Stdout;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,24 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Check { config, server } => {
-            let mut config = Config::load(&config.config)?;
-            let checked = match server {
-                None => runtime.block_on(wharf::check(&config))?,
-                Some(url) => {
-                    config.nats.url = Some(url);
-                    runtime.block_on(wharf::check_with_server(&config))?
-                }
-            };
-            println!(
-                "{}: ok ({} handler{})",
-                config.path.display(),
-                config.handlers.len(),
-                if config.handlers.len() == 1 { "" } else { "s" }
-            );
-            for c in checked {
-                println!("handler \"{}\": world: {}", c.handler, c.world);
-            }
-            Ok(())
+            runtime.block_on(commands::check(config.config, server))
         }
         Command::Run {
             config,
@@ -89,12 +72,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let config = Config::load(&config.config)?;
-            runtime.block_on(wharf::streams::run(
-                &config,
-                nats,
-                update,
-                &mut std::io::stdout(),
-            ))
+            runtime.block_on(wharf::streams::run(&config, nats, update, &mut Stdout))
+        }
+        Command::Pub {
+            subject,
+            payload,
+            headers,
+            count,
+            config,
+            nats,
+        } => {
+            let message = wharf::publish::Message {
+                subject,
+                payload: Vec::new(),
+                headers,
+                count,
+            };
+            runtime.block_on(commands::publish(message, payload, config, nats))
         }
         Command::Dlq {
             config,
@@ -102,48 +96,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stream,
             nats,
             action,
-        } => runtime.block_on(dlq(config, handler, stream, nats, action)),
+        } => runtime.block_on(commands::dlq(config, handler, stream, nats, action)),
     }
-}
-
-async fn dlq(
-    config: Option<PathBuf>,
-    handler: Option<String>,
-    stream: Option<String>,
-    nats: Connection,
-    action: DlqAction,
-) -> anyhow::Result<()> {
-    // Parse the selector before touching the server, so a typo changes nothing.
-    let selector = match &action {
-        DlqAction::Replay { selector, .. } | DlqAction::Purge { selector } => {
-            Some(Selector::parse(selector)?)
-        }
-        _ => None,
-    };
-    let target = match stream {
-        Some(stream) => wharf::dlq::Target::Stream(stream),
-        None => {
-            let path = config.unwrap_or_else(|| PathBuf::from("wharf.toml"));
-            wharf::dlq::Target::Config(Box::new(Config::load(&path)?), handler)
-        }
-    };
-    let dlq = wharf::dlq::Dlq::open(target, nats).await?;
-    match action {
-        DlqAction::List => dlq.list(&mut std::io::stdout()).await?,
-        DlqAction::Show { seq } => print!("{}", dlq.show(seq).await?),
-        DlqAction::Replay { remove, .. } => {
-            let n = dlq
-                .replay(selector.as_ref().expect("parsed above"), remove)
-                .await?;
-            println!(
-                "replayed {n} message(s){}",
-                if remove { " and removed them" } else { "" }
-            );
-        }
-        DlqAction::Purge { .. } => {
-            let n = dlq.purge(selector.as_ref().expect("parsed above")).await?;
-            println!("deleted {n} message(s)");
-        }
-    }
-    Ok(())
 }

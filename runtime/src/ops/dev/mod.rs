@@ -217,6 +217,12 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
             )
         })
         .collect();
+    let publish = example_subject(&config).map(|subject| {
+        format!(
+            "wharf pub -c {}{url_arg} {subject} '{{\"id\":{{n}}}}' --count 3",
+            config.path.display()
+        )
+    });
     let session = Arc::new(Mutex::new(Some(Session {
         _state: state,
         _server: server,
@@ -240,6 +246,9 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
         say(&format!(
             "metrics at http://{addr}/metrics, health at /healthz and /readyz"
         ));
+        if let Some(command) = &publish {
+            say(&format!("test messages: {command}"));
+        }
         for command in &dlq {
             say(&format!("dead letters: {command}"));
         }
@@ -250,7 +259,26 @@ pub async fn run(mut config: Config, options: Options, signals: Signals) -> anyh
     result
 }
 
-/// One line for the person running dev, on stdout.
+/// A subject the first handler reads, for the example `wharf pub` line:
+/// its filter or its declared stream's first subject, with each wildcard
+/// token written as `test`.
+fn example_subject(config: &Config) -> Option<String> {
+    let handler = config.handlers.first()?;
+    let pattern = match &handler.filter_subject {
+        Some(filter) => filter.clone(),
+        None => config.stream(&handler.stream)?.subjects.first()?.clone(),
+    };
+    let tokens: Vec<&str> = pattern
+        .split('.')
+        .map(|t| if t == "*" || t == ">" { "test" } else { t })
+        .collect();
+    Some(tokens.join("."))
+}
+
+/// One line for the person running dev, on stdout. A reader that has gone
+/// (`wharf dev | head`) stops nothing: dev goes on, and still stops its
+/// server on the way out.
 fn say(line: &str) {
-    println!("wharf dev: {line}");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "wharf dev: {line}");
 }

@@ -67,6 +67,36 @@ pub fn running(config: &Path) -> Option<(String, u32, PathBuf)> {
     Some((state.url, state.pid, path))
 }
 
+/// Connects with `cli` over the config's `[nats]` table; with no URL in
+/// either (or `NATS_URL`), to the server of a `wharf dev` running with
+/// `config`, saying so if that server cannot be reached.
+pub async fn connect(
+    config: Option<&crate::config::Config>,
+    cli: crate::config::Connection,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    let mut connection = match config {
+        Some(c) => c.nats.clone().overlaid(cli),
+        None => cli,
+    };
+    let mut from_dev = None;
+    if let (Some(c), None) = (config, &connection.url)
+        && let Some((url, pid, file)) = running(&c.path)
+    {
+        connection.url = Some(url);
+        from_dev = Some((pid, file));
+    }
+    crate::connect::connect(&connection, name)
+        .await
+        .map_err(|e| match from_dev {
+            Some((pid, file)) => e.context(format!(
+                "the URL is from {}, which `wharf dev` (pid {pid}) wrote; is it still running?",
+                file.display()
+            )),
+            None => e,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,28 +73,11 @@ pub struct Dlq {
 impl Dlq {
     /// Connects and finds the dead-letter stream.
     pub async fn open(target: Target, cli: Connection) -> anyhow::Result<Dlq> {
-        let mut connection = match &target {
-            Target::Config(c, _) => c.nats.clone().overlaid(cli),
-            Target::Stream(_) => cli,
+        let config = match &target {
+            Target::Config(c, _) => Some(&**c),
+            Target::Stream(_) => None,
         };
-        // Without a URL anywhere, the server of a `wharf dev` running with
-        // this config.
-        let mut from_dev = None;
-        if let (Target::Config(c, _), None) = (&target, &connection.url)
-            && let Some((url, pid, file)) = crate::ops::dev::state::running(&c.path)
-        {
-            connection.url = Some(url);
-            from_dev = Some((pid, file));
-        }
-        let client = crate::connect::connect(&connection, "wharf-dlq")
-            .await
-            .map_err(|e| match &from_dev {
-                Some((pid, file)) => e.context(format!(
-                    "the URL is from {}, which `wharf dev` (pid {pid}) wrote; is it still running?",
-                    file.display()
-                )),
-                None => e,
-            })?;
+        let client = crate::ops::dev::state::connect(config, cli, "wharf-dlq").await?;
         let js = jetstream::new(client);
         let (stream_name, subject, handler, source_stream) = match target {
             Target::Stream(stream) => (stream, None, None, None),
@@ -148,7 +131,7 @@ impl Dlq {
     /// Every header and the payload of copy `seq`.
     pub async fn show(&self, seq: u64) -> anyhow::Result<String> {
         let selector = Selector::Sequences([seq].into());
-        self.ensure_present(&selector).await?;
+        self.ensure_present(&selector, "").await?;
         let mut pages = self.pages(&selector).await?;
         let mut shown = String::new();
         while let Some(page) = pages.next().await? {
@@ -161,7 +144,7 @@ impl Dlq {
 
     /// Deletes the selected copies. Returns how many were deleted.
     pub async fn purge(&self, selector: &Selector) -> anyhow::Result<usize> {
-        self.ensure_present(selector).await?;
+        self.ensure_present(selector, CHANGED_NOTHING).await?;
         let mut deleted = 0;
         let mut pages = self.pages(selector).await?;
         while let Some(page) = pages.next().await? {
@@ -177,8 +160,9 @@ impl Dlq {
     }
 
     /// Fails, changing nothing, when the selector names a copy that is not
-    /// there (or is another handler's).
-    async fn ensure_present(&self, selector: &Selector) -> anyhow::Result<()> {
+    /// there (or is another handler's); `then` ends the message (a
+    /// command that changes copies says it changed none).
+    async fn ensure_present(&self, selector: &Selector, then: &str) -> anyhow::Result<()> {
         let Selector::Sequences(wanted) = selector else {
             return Ok(());
         };
@@ -190,7 +174,7 @@ impl Dlq {
         let missing: Vec<String> = wanted.difference(&found).map(u64::to_string).collect();
         if !missing.is_empty() {
             bail!(
-                "no dead-letter message with sequence {} in stream \"{}\"{}{}; nothing was changed",
+                "no dead-letter message with sequence {} in stream \"{}\"{}{}{then}",
                 missing.join(", "),
                 self.stream_name,
                 self.subject
@@ -206,6 +190,9 @@ impl Dlq {
         Ok(())
     }
 }
+
+/// The end of a missing copy's message for the commands that change copies.
+const CHANGED_NOTHING: &str = "; nothing was changed";
 
 /// The handler a `dlq` command means: the named one, or the only one with a
 /// dead-letter subject.

@@ -15,7 +15,8 @@ impl Dlq {
     /// `remove`, deletes each copy once its replay is confirmed. Returns how
     /// many were replayed.
     pub async fn replay(&self, selector: &Selector, remove: bool) -> anyhow::Result<usize> {
-        self.ensure_present(selector).await?;
+        self.ensure_present(selector, super::CHANGED_NOTHING)
+            .await?;
         let mut done = 0;
         let mut pages = self.pages(selector).await?;
         while let Some(page) = pages.next().await? {
