@@ -55,9 +55,10 @@ pub(crate) async fn compare(
     let u = summary(&unordered);
     let o = summary(&ordered);
     let cpu = |runs: &[Run]| median(runs.iter().map(|r| r.cpu_us_per_msg).collect());
+    let server = |runs: &[Run]| median(runs.iter().map(|r| r.server_cpu_us_per_msg).collect());
     let ratio = o.0 / u.0;
     println!(
-        "{:<26} unordered {:>7.0} msg/s [{:.0}–{:.0}]  ordered by 200 keys {:>7.0} [{:.0}–{:.0}] ratio {:.2};  host CPU µs/msg {:.1} / {:.1}",
+        "{:<26} unordered {:>7.0} msg/s [{:.0}–{:.0}]  ordered by 200 keys {:>7.0} [{:.0}–{:.0}] ratio {:.2};  host CPU µs/msg {:.1} / {:.1}, nats-server {:.1} / {:.1}",
         "noop-128B-200-keys",
         u.0,
         u.1,
@@ -68,6 +69,8 @@ pub(crate) async fn compare(
         ratio,
         cpu(&unordered),
         cpu(&ordered),
+        server(&unordered),
+        server(&ordered),
     );
     Ok(json!({
         "scenario": "noop-128B-200-keys",
@@ -78,5 +81,7 @@ pub(crate) async fn compare(
         "ratio": (ratio * 1000.0).round() / 1000.0,
         "unordered_cpu_us_per_msg": cpu(&unordered),
         "ordered_cpu_us_per_msg": cpu(&ordered),
+        "unordered_server_cpu_us_per_msg": server(&unordered),
+        "ordered_server_cpu_us_per_msg": server(&ordered),
     }))
 }

@@ -52,6 +52,12 @@ impl<T> Key<T> {
     }
 }
 
+/// How many emptied queues of keys that went away are kept for new keys.
+const SPARE_QUEUES: usize = 256;
+/// The largest of those kept, in messages: a queue of a key that once had
+/// many waiting is let go rather than kept at that size.
+const SPARE_CAPACITY: usize = 4;
+
 /// The per-key line: which message may start next. Every method that can
 /// make a key ready returns how many keys it queued, so that the caller can
 /// wake as many workers.
@@ -60,6 +66,13 @@ pub(crate) struct Keys<T> {
     keys: HashMap<String, Key<T>>,
     ready: VecDeque<String>,
     fenced: Vec<bool>,
+    /// Messages waiting (not running), retries in place included: kept as
+    /// they come and go, since every change of the line reports it.
+    waiting: usize,
+    /// Emptied queues of keys that went away. Most keys come and go with
+    /// one message each; reusing their queues spares an allocation the
+    /// size of a few messages for each of them.
+    spare: Vec<VecDeque<Item<T>>>,
 }
 
 impl<T> Keys<T> {
@@ -68,6 +81,8 @@ impl<T> Keys<T> {
             keys: HashMap::new(),
             ready: VecDeque::new(),
             fenced: vec![false; partitions],
+            waiting: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -75,13 +90,15 @@ impl<T> Keys<T> {
     /// sequences.
     pub(crate) fn join(&mut self, key: String, item: Item<T>) -> usize {
         let partition = item.partition;
+        let spare = &mut self.spare;
         let k = self.keys.entry(key.clone()).or_insert_with(|| Key {
             partition,
             running: false,
             retrying: None,
-            waiting: VecDeque::new(),
+            waiting: spare.pop().unwrap_or_default(),
             queued: false,
         });
+        self.waiting += 1;
         let at = k.waiting.partition_point(|w| w.sequence < item.sequence);
         k.waiting.insert(at, item);
         self.queue(&key)
@@ -103,6 +120,7 @@ impl<T> Keys<T> {
                 None => k.waiting.pop_front().expect("startable"),
             };
             k.running = true;
+            self.waiting -= 1;
             return Some((key, item));
         }
         None
@@ -115,7 +133,12 @@ impl<T> Keys<T> {
         };
         k.running = false;
         if k.waiting.is_empty() && k.retrying.is_none() {
-            self.keys.remove(key);
+            if let Some(gone) = self.keys.remove(key)
+                && gone.waiting.capacity() <= SPARE_CAPACITY
+                && self.spare.len() < SPARE_QUEUES
+            {
+                self.spare.push(gone.waiting);
+            }
             return 0;
         }
         self.queue(key)
@@ -127,6 +150,7 @@ impl<T> Keys<T> {
         if let Some(k) = self.keys.get_mut(key) {
             k.running = false;
             k.retrying = Some((item, false));
+            self.waiting += 1;
         }
     }
 
@@ -186,6 +210,7 @@ impl<T> Keys<T> {
         for k in self.keys.values_mut() {
             k.queued = false;
         }
+        self.waiting -= out.len();
         out.sort_by_key(|(_, item, _)| (item.partition, item.sequence));
         out
     }
@@ -202,6 +227,7 @@ impl<T> Keys<T> {
             out.extend(k.waiting.drain(..));
             k.running
         });
+        self.waiting -= out.len();
         out.sort_by_key(|item| item.sequence);
         out
     }
@@ -217,10 +243,14 @@ impl<T> Keys<T> {
 
     /// Messages waiting (not running), retries in place included.
     pub(crate) fn waiting(&self) -> usize {
-        self.keys
-            .values()
-            .map(|k| k.waiting.len() + usize::from(k.retrying.is_some()))
-            .sum()
+        debug_assert_eq!(
+            self.waiting,
+            self.keys
+                .values()
+                .map(|k| k.waiting.len() + usize::from(k.retrying.is_some()))
+                .sum::<usize>()
+        );
+        self.waiting
     }
 
     /// Keys with a message waiting behind an earlier one of the key (or in
@@ -291,6 +321,19 @@ mod tests {
         keys.settled("b");
         assert_eq!(keys.waiting(), 0);
         assert!(keys.keys.is_empty());
+    }
+
+    /// A key that goes away leaves its emptied queue to the next new key.
+    #[test]
+    fn a_new_key_reuses_the_queue_of_one_that_went_away() {
+        let mut keys = Keys::new(1);
+        keys.join("a".into(), item(1));
+        keys.next();
+        keys.settled("a");
+        assert_eq!((keys.spare.len(), keys.waiting()), (1, 0));
+        keys.join("b".into(), item(2));
+        assert_eq!((keys.spare.len(), keys.waiting()), (0, 1));
+        assert_eq!(next(&mut keys), Some(("b".into(), 2)));
     }
 
     #[test]

@@ -119,12 +119,15 @@ impl Pinned {
         let context = self.context.clone();
         self.request(&request, PULL_EXPIRES + GRACE, |pinned, msg| {
             got += 1;
-            let gained = match msg.headers.as_ref().and_then(|h| {
-                h.get(async_nats::header::NATS_PIN_ID)
-                    .map(|v| v.as_str().to_string())
-            }) {
-                Some(id) if pinned.as_deref() != Some(id.as_str()) => {
-                    *pinned = Some(id);
+            // The pin comes with every message; it is copied only when it changes.
+            let gained = match msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_PIN_ID))
+                .map(|v| v.as_str())
+            {
+                Some(id) if pinned.as_deref() != Some(id) => {
+                    *pinned = Some(id.to_string());
                     true
                 }
                 _ => false,
