@@ -140,35 +140,9 @@ async fn native(
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let kv = js.get_key_value(&bucket).await?;
-    let consumer: jetstream::consumer::PullConsumer = js
-        .get_stream(&stream)
-        .await?
-        .create_consumer(pull::Config {
-            durable_name: Some("native".into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1000,
-            ..Default::default()
-        })
-        .await?;
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(CONCURRENCY)
-        .expires(Duration::from_secs(1))
-        .heartbeat(Duration::from_millis(500))
-        .messages()
-        .await?;
-    loop {
-        let slot = slots.clone().acquire_owned().await?;
-        let next = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            next = messages.next() => next,
-        };
-        let Some(Ok(msg)) = next else { continue };
+    crate::native::consume(&js, &stream, stop, |msg| {
         let (js, kv) = (js.clone(), kv.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
+        async move {
             let key = msg
                 .subject
                 .rsplit('.')
@@ -218,6 +192,7 @@ async fn native(
             } else {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
             }
-        });
-    }
+        }
+    })
+    .await
 }
