@@ -14,6 +14,9 @@ use crate::support::*;
 
 /// The fixtures, one per world.
 pub const CLOUD: &str = "wasmcloud-behave";
+/// The wasmCloud fixture on the published `wasmcloud-component` crate's
+/// bindings.
+pub const CLOUD_CRATE: &str = "wasmcloud-component-behave";
 pub const WASI: &str = "wasi-messaging-behave";
 
 /// A handler table for a fixture of another host's world, with the client
@@ -94,6 +97,7 @@ fn check_names_each_world_and_refuses_the_rest() {
         "nats://127.0.0.1:1",
         vec![
             compat_table("cloud", CLOUD, ""),
+            compat_table("crate", CLOUD_CRATE, ""),
             compat_table("wasi", WASI, ""),
             compat_table(
                 "kv",
@@ -113,6 +117,8 @@ fn check_names_each_world_and_refuses_the_rest() {
     );
     for line in [
         "handler \"cloud\": world: wasmcloud:messaging@0.2.0 (compatibility), \
+         with wasi:keyvalue@0.2.0-draft, wasi:logging@0.1.0-draft",
+        "handler \"crate\": world: wasmcloud:messaging@0.2.0 (compatibility), \
          with wasi:keyvalue@0.2.0-draft, wasi:logging@0.1.0-draft",
         "handler \"wasi\": world: wasi:messaging@0.2.0-draft (compatibility)",
         "handler \"kv\": world: wasi:messaging@0.2.0-draft (compatibility), with wasi:keyvalue@0.2.0-draft2",
@@ -174,6 +180,17 @@ fn check_names_each_world_and_refuses_the_rest() {
 /// a trap, and the incoming message never carries a reply subject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasmcloud_component_runs_through_the_books() {
+    wasmcloud_books(CLOUD).await;
+}
+
+/// The same books for a wasmCloud component whose imports come from the
+/// published `wasmcloud-component` crate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasmcloud_component_on_the_published_crate_runs_through_the_books() {
+    wasmcloud_books(CLOUD_CRATE).await;
+}
+
+async fn wasmcloud_books(fixture: &str) {
     let (server, js) = bed().await;
     command(&js, "in.ok", "ok").await;
     command(&js, "in.publish", "publish out.a hello").await;
@@ -184,7 +201,7 @@ async fn a_wasmcloud_component_runs_through_the_books() {
     command(&js, "in.panic", "panic").await;
     run_until_drained(
         &js,
-        config(&server.url(), vec![compat_table("test", CLOUD, "")]),
+        config(&server.url(), vec![compat_table("test", fixture, "")]),
     )
     .await;
 
@@ -457,33 +474,28 @@ async fn requests_go_only_where_allowed_and_are_bounded() {
     );
 }
 
-/// SIGKILL the real binary mid-run, again and again, with a wasmCloud and a
-/// WASI messaging handler in it: every message's output is stored exactly
-/// once, and none is lost or dead-lettered.
+/// SIGKILL the real binary mid-run, again and again, with two wasmCloud
+/// handlers (one on the published crate) and a WASI messaging handler in
+/// it: every message's output is stored exactly once, and none is lost or
+/// dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_loses_and_duplicates_nothing() {
     let (server, js) = bed().await;
-    const N: u64 = 400;
+    const HANDLERS: [(&str, &str); 3] = [("cloud", CLOUD), ("crate", CLOUD_CRATE), ("wasi", WASI)];
+    const N: u64 = 402;
     for i in 0..N {
-        let world = if i % 2 == 0 { "cloud" } else { "wasi" };
-        command(&js, &format!("in.{world}.{i}"), "work 20 out.done").await;
+        let (name, _) = HANDLERS[i as usize % HANDLERS.len()];
+        command(&js, &format!("in.{name}.{i}"), "work 20 out.done").await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text_for(
-        &server.url(),
-        vec![
-            compat_table(
-                "cloud",
-                CLOUD,
-                "concurrency = 8\nfilter_subject = \"in.cloud.>\"",
-            ),
-            compat_table(
-                "wasi",
-                WASI,
-                "concurrency = 8\nfilter_subject = \"in.wasi.>\"",
-            ),
-        ],
-    );
+    let tables = HANDLERS
+        .iter()
+        .map(|(name, fixture)| {
+            let extra = format!("concurrency = 8\nfilter_subject = \"in.{name}.>\"");
+            compat_table(name, fixture, &extra)
+        })
+        .collect();
+    let text = config_text_for(&server.url(), tables);
     let path = write_config(dir.path(), &text);
     let path = path.to_str().unwrap();
     let mut seen = 0;
@@ -500,8 +512,9 @@ async fn sigkill_mid_run_loses_and_duplicates_nothing() {
     }
     assert!(seen < N, "every kill came after the work was done");
     let _host = Binary::spawn(&["run", "-c", path], &[]);
-    wait_settled(&js, "cloud", N / 2).await;
-    wait_settled(&js, "wasi", N / 2).await;
+    for (name, _) in HANDLERS {
+        wait_settled(&js, name, N / HANDLERS.len() as u64).await;
+    }
     assert_eq!(count(&js, "DLQ").await, 0);
     let mut by_source: BTreeMap<u64, usize> = BTreeMap::new();
     for m in messages(&js, "OUT").await {
