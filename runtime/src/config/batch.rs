@@ -78,4 +78,13 @@ impl super::HandlerConfig {
     pub fn held(&self) -> usize {
         self.concurrency * self.batch.map_or(1, |b| b.max_messages) + self.prefetch
     }
+
+    /// How many places must be free before another pull goes out while one
+    /// is being read: half the bound, or a batch's worth if that is less,
+    /// so that a batch that settles refills the line at once instead of
+    /// waiting for the next one to settle too.
+    pub fn pull_at(&self) -> usize {
+        let half = self.held() / 2;
+        self.batch.map_or(half, |b| b.max_messages.min(half)).max(1)
+    }
 }

@@ -157,7 +157,8 @@ fn allow_headers_only_names_nats_headers() {
 }
 
 /// `batch` needs both of its sizes, within bounds; running batches count
-/// in the prefetch default and the pull bound, and unknown fields in it are
+/// in the prefetch default and the pull bound, a batch's worth of free
+/// places sends the next pull, and unknown fields in it are
 /// refused like anywhere else.
 #[test]
 fn batch_is_validated_and_sizes_the_bound() {
@@ -176,7 +177,10 @@ fn batch_is_validated_and_sizes_the_bound() {
         "one batch's worth per worker waits in line"
     );
     assert_eq!(h.held(), 256);
-    assert_eq!(parse(MINIMAL).unwrap().handlers[0].batch, None);
+    assert_eq!(h.pull_at(), 64, "a batch that settles pulls its refill");
+    let single = &parse(MINIMAL).unwrap().handlers[0];
+    assert_eq!(single.batch, None);
+    assert_eq!(single.pull_at(), single.held() / 2);
     for (bad, field) in [
         ("{ max_wait = \"50ms\" }", "batch.max_messages"),
         (

@@ -154,7 +154,7 @@ impl Puller {
     /// Pulls from a bound consumer until `stop` fires or pulling fails
     /// twice in a row. Each pull asks for exactly the places it reserved,
     /// so nothing is held beyond the bound. While one pull is read, the
-    /// next goes out as soon as half the bound is free, so the server
+    /// next goes out as soon as half the bound (a batch, for a batch handler, if less) is free, so the server
     /// always has a pull to fill (as async-nats' own pull stream does).
     /// Both open pulls are read at once: the server takes turns between
     /// the pulls waiting on a consumer, so a message sent into the second
@@ -164,7 +164,7 @@ impl Puller {
         let mut failures_in_a_row = 0u32;
         let mut failing = false;
         let mut open: VecDeque<Open> = VecDeque::with_capacity(MAX_OPEN);
-        let early = u32::try_from((self.handler.held() / 2).max(1)).unwrap_or(u32::MAX);
+        let early = u32::try_from(self.handler.pull_at()).unwrap_or(u32::MAX);
         loop {
             let another = open.len() < MAX_OPEN
                 && !failing
