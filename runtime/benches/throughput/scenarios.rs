@@ -207,11 +207,11 @@ publish = ["bench.out"]
 /// How many deliveries run and wait: `concurrency` of each, or for a batch
 /// handler, batches of `BATCH` with a 50 ms `max_wait`: two running (one
 /// runs while the other settles; one at a time left the instance idle
-/// between batches) and one batch's worth waiting.
+/// between batches) and the default line, a batch's worth per worker.
 fn flow(guest: Guest, concurrency: usize) -> String {
     if guest.batch() {
         format!(
-            "concurrency = {}\nprefetch = {BATCH}\nbatch = {{ max_messages = {BATCH}, max_wait = \"50ms\" }}",
+            "concurrency = {}\nbatch = {{ max_messages = {BATCH}, max_wait = \"50ms\" }}",
             (concurrency / BATCH).max(2)
         )
     } else {
