@@ -94,6 +94,13 @@ fn the_release_archive_verifies_unpacks_and_runs() {
         reported.starts_with(&format!("wharf {version} ")),
         "{reported}"
     );
+    for world in [
+        "wharf:handler@0.2.0",
+        "wasmcloud:messaging@0.2.0",
+        "wasi:messaging@0.2.0-draft",
+    ] {
+        assert!(reported.contains(world), "{world} in {reported}");
+    }
 
     let sections = run(Command::new("readelf")
         .args(["--sections", "--wide"])

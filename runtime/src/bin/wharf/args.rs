@@ -10,7 +10,9 @@ use wharf::config::Connection;
     name = "wharf",
     version = concat!(
         env!("CARGO_PKG_VERSION"),
-        " (handler worlds wharf:handler@0.2.0 and @0.1.0, wasmtime ",
+        " (handler worlds wharf:handler@0.2.0 and @0.1.0; compatibility worlds \
+         wasmcloud:messaging@0.2.0 and wasi:messaging@0.2.0-draft, with \
+         wasi:keyvalue@0.2.0-draft and -draft2 and wasi:logging@0.1.0-draft; wasmtime ",
         env!("WHARF_WASMTIME_VERSION"),
         ")"
     ),
