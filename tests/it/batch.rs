@@ -251,11 +251,12 @@ async fn a_batch_fills_until_full_or_max_wait() {
 
 /// The real binary is killed again and again while batches of counting
 /// messages run (some dying right after a message's writes, before its
-/// outputs and ack): every counter still equals its outputs, each count is
-/// published once, and nothing is lost or dead-lettered.
+/// outputs and ack), and the server is restarted under running batches:
+/// every counter still equals its outputs, each count is published once,
+/// and nothing is lost or dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_batch_keeps_the_books() {
-    let (server, js) = bed().await;
+    let (mut server, mut js) = bed().await;
     stream(&js, "COUNTED", &["counted.>"]).await;
     let text = config_text(
         &server.url(),
@@ -290,11 +291,21 @@ async fn a_crash_mid_batch_keeps_the_books() {
     let mut seen = count(&js, "COUNTED").await;
     for round in 1..=3 {
         let mut host = Binary::spawn(&["run", "-c", path], &[]);
-        let target = seen + 40;
+        let mut target = seen + 40;
         eventually(&format!("round {round} makes progress"), || async {
-            count(&js, "COUNTED").await >= target
+            try_count(&js, "COUNTED").await.unwrap_or(0) >= target
         })
         .await;
+        if round == 2 {
+            // The server goes away under running batches, and comes back.
+            server.restart().unwrap();
+            js = crate::support::js(&server).await;
+            target += 40;
+            eventually("the host goes on after the server's restart", || async {
+                try_count(&js, "COUNTED").await.unwrap_or(0) >= target
+            })
+            .await;
+        }
         host.kill();
         seen = count(&js, "COUNTED").await;
     }
