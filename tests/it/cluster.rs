@@ -12,7 +12,7 @@ use wharf::server::NatsCluster;
 use crate::support::*;
 
 /// Starts a fresh three-node cluster for one test.
-async fn cluster() -> NatsCluster {
+pub async fn cluster() -> NatsCluster {
     NatsCluster::start().await.unwrap_or_else(|e| {
         panic!("cannot start a nats-server cluster for the tests ({e:#}); run the README's test command, which installs nats-server")
     })
@@ -20,7 +20,7 @@ async fn cluster() -> NatsCluster {
 
 /// A JetStream context on the whole cluster, which follows it when the node
 /// it is connected to dies.
-async fn cluster_js(cluster: &NatsCluster) -> jetstream::Context {
+pub async fn cluster_js(cluster: &NatsCluster) -> jetstream::Context {
     let seeds: Vec<ServerAddr> = cluster
         .url()
         .split(',')
@@ -38,7 +38,7 @@ async fn cluster_js(cluster: &NatsCluster) -> jetstream::Context {
 }
 
 /// Creates a file stream with three replicas, one on each node.
-async fn replicated_stream(js: &jetstream::Context, name: &str, subjects: &str) {
+pub async fn replicated_stream(js: &jetstream::Context, name: &str, subjects: &str) {
     js.create_stream(jetstream::stream::Config {
         name: name.to_string(),
         subjects: vec![subjects.to_string()],
@@ -149,7 +149,7 @@ fn once_per_id(stored: Vec<Stored>, exact: bool, twice: &mut usize) -> Vec<Store
 }
 
 /// Whether the server deduplicates across stream leader changes (2.11 and later).
-fn exact_dedupe(js: &jetstream::Context) -> bool {
+pub fn exact_dedupe(js: &jetstream::Context) -> bool {
     let version = js.client().server_info().version;
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 11)

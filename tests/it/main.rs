@@ -8,6 +8,7 @@ mod batch;
 mod batch_sdks;
 mod chaos;
 mod cluster;
+mod cluster_state;
 mod compat;
 mod compat_kv;
 mod connect;

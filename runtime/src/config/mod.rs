@@ -13,6 +13,7 @@
 mod batch;
 mod compat;
 mod connection;
+pub mod defaults;
 mod fields;
 mod handler;
 mod kv;
@@ -107,6 +108,10 @@ pub struct RuntimeConfig {
     /// key-value state (subjects `$WHARF.fx.>`); needed only when a handler
     /// may write a bucket.
     pub effects_stream: String,
+    /// Replicas of the effects stream and of the buckets `wharf dev` and
+    /// `wharf streams apply` create (3 on a cluster, so that they outlive
+    /// a node).
+    pub state_replicas: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +123,7 @@ struct RawRuntime {
     watch: Option<bool>,
     compile_cache: Option<String>,
     effects_stream: Option<String>,
+    state_replicas: Option<usize>,
 }
 
 /// The file's tables, each read on its own so that one bad table does not
@@ -127,51 +133,6 @@ struct RawConfig {
     runtime: RawRuntime,
     streams: Vec<fields::Read<stream::RawStream>>,
     handlers: Vec<fields::Read<handler::RawHandler>>,
-}
-
-/// Defaults, documented in the README's config reference.
-pub mod defaults {
-    use std::time::Duration;
-
-    /// Deliveries in flight per handler.
-    pub const CONCURRENCY: usize = 16;
-    /// The attempt that dead-letters.
-    pub const MAX_ATTEMPTS: u32 = 5;
-    /// The consumer's `ack_wait`.
-    pub const ACK_WAIT: Duration = Duration::from_secs(30);
-    /// Wall clock per delivery.
-    pub const TIMEOUT: Duration = Duration::from_secs(10);
-    /// Linear memory per instance.
-    pub const MEMORY: u64 = 64 * 1024 * 1024;
-    /// Retry delays.
-    pub const BACKOFF: [Duration; 4] = [
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        Duration::from_secs(120),
-    ];
-    /// The longest delay a guest's `retry` may ask for.
-    pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-    /// Messages one delivery may publish.
-    pub const MAX_OUTBOX_MESSAGES: usize = 100;
-    /// Bytes one delivery may publish.
-    pub const MAX_OUTBOX_BYTES: u64 = 1024 * 1024;
-    /// Captured stdout and stderr per delivery.
-    pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
-    /// How long shutdown waits for in-flight deliveries.
-    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-    /// How long start-up waits for the server.
-    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-    /// JetStream's own default duplicate window.
-    pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-    /// Deliveries per instance with `isolation = "reuse"`.
-    pub const REUSE_DELIVERIES: u32 = 1000;
-    /// Key-value writes one delivery may stage.
-    pub const MAX_KV_WRITES: usize = 64;
-    /// Bytes of keys and values one delivery may stage.
-    pub const MAX_KV_WRITE_BYTES: u64 = 256 * 1024;
-    /// The stream that keeps effect records (see `RuntimeConfig::effects_stream`).
-    pub const EFFECTS_STREAM: &str = "WHARF_EFFECTS";
 }
 
 impl Config {
@@ -324,6 +285,14 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Problems) -> Option<Conf
             }
             Some(name) => name,
             None => defaults::EFFECTS_STREAM.to_string(),
+        },
+        state_replicas: match raw.runtime.state_replicas {
+            Some(n) if !(1..=5).contains(&n) => {
+                top.report("runtime.state_replicas", "must be between 1 and 5");
+                defaults::STATE_REPLICAS
+            }
+            Some(n) => n,
+            None => defaults::STATE_REPLICAS,
         },
     };
     let mut streams: Vec<StreamConfig> = Vec::new();

@@ -249,6 +249,15 @@ fn a_reload_cannot_change_the_buckets() {
     assert_eq!(before.binding_changes(&parse("b = \"read\"")), ["kv"]);
 }
 
+/// The effects stream and the buckets the host creates have one replica
+/// unless the config asks for more.
+#[test]
+fn state_replicas_default_to_one() {
+    assert_eq!(parse(MINIMAL).unwrap().runtime.state_replicas, 1);
+    let c = parse(&format!("[runtime]\nstate_replicas = 3\n{MINIMAL}")).unwrap();
+    assert_eq!(c.runtime.state_replicas, 3);
+}
+
 /// One pass names every problem: each handler's, each field's, and the
 /// unknown fields, each once.
 #[test]
@@ -256,6 +265,7 @@ fn every_problem_is_reported_at_once() {
     let text = r#"
         [runtime]
         drain_timeout = "soon"
+        state_replicas = 9
 
         [[handler]]
         name = "a"
@@ -277,6 +287,7 @@ fn every_problem_is_reported_at_once() {
     let problems: Vec<&String> = err.problems().iter().collect();
     let has = |needle: &str| problems.iter().filter(|p| p.contains(needle)).count();
     assert_eq!(has("`runtime.drain_timeout`"), 1, "{err}");
+    assert_eq!(has("`runtime.state_replicas`"), 1, "{err}");
     assert_eq!(
         has("handler \"a\": unknown field `dead_leter`; did you mean `dead_letter`?"),
         1,
@@ -288,10 +299,10 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(has("handler \"b\": field `backoff_jitter`"), 1, "{err}");
     // The misspelt field is not reported a second time as missing.
     assert_eq!(has("`dead_letter`: missing"), 0, "{err}");
-    assert_eq!(problems.len(), 6, "{err}");
+    assert_eq!(problems.len(), 7, "{err}");
     let shown = err.to_string();
     assert!(
-        shown.starts_with("config /etc/wharf/wharf.toml: 6 problems:\n  - "),
+        shown.starts_with("config /etc/wharf/wharf.toml: 7 problems:\n  - "),
         "{shown}"
     );
 }

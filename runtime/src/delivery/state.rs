@@ -112,9 +112,10 @@ async fn effects_stream(
 /// The stream of a key-value bucket as JetStream's key-value layout has it
 /// (history of one, rollups, direct gets), written out so that servers
 /// from 2.9 on accept it.
-fn bucket_stream(bucket: &str) -> jetstream::stream::Config {
+fn bucket_stream(bucket: &str, replicas: usize) -> jetstream::stream::Config {
     jetstream::stream::Config {
         name: format!("KV_{bucket}"),
+        num_replicas: replicas,
         subjects: vec![format!("$KV.{bucket}.>")],
         storage: jetstream::stream::StorageType::File,
         max_messages_per_subject: 1,
@@ -134,7 +135,8 @@ fn bucket_stream(bucket: &str) -> jetstream::stream::Config {
 const RECORD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Creates what `wharf dev` needs for key-value state and is missing: the
-/// buckets the handlers name, and the effects stream when one may write.
+/// buckets the handlers name, and the effects stream when one may write,
+/// each with `[runtime] state_replicas` replicas.
 pub(crate) async fn create(js: &jetstream::Context, config: &Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     for handler in &config.handlers {
@@ -143,7 +145,7 @@ pub(crate) async fn create(js: &jetstream::Context, config: &Config) -> anyhow::
                 continue;
             }
             tracing::info!(bucket = %bucket, "creating key-value bucket");
-            js.create_stream(bucket_stream(bucket))
+            js.create_stream(bucket_stream(bucket, config.runtime.state_replicas))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("creating key-value bucket \"{bucket}\""))?;
@@ -163,6 +165,7 @@ pub(crate) async fn create(js: &jetstream::Context, config: &Config) -> anyhow::
             allow_direct: true,
             max_messages_per_subject: 1,
             max_age: RECORD_MAX_AGE,
+            num_replicas: config.runtime.state_replicas,
             ..Default::default()
         })
         .await
