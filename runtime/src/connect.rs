@@ -20,6 +20,11 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const SUBJECT_TRANSFORMS: (u32, u32) = (2, 10);
 /// The first server with consumer priority groups (pinned clients).
 pub(crate) const PRIORITY_GROUPS: (u32, u32) = (2, 11);
+/// From this version on, a clustered stream checks a write's expected last
+/// subject sequence as one step with the write (nats-server issue 4320):
+/// before it, two conditional writes to one key racing at the leader could
+/// both be stored.
+pub(crate) const SERIAL_CONDITIONS: (u32, u32) = (2, 10);
 
 /// `(major, minor)` of the connected server's version, such as `2.9.10`.
 pub(crate) fn server_version(client: &async_nats::Client) -> (u32, u32) {

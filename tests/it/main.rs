@@ -26,6 +26,7 @@ mod layout;
 mod no_std;
 mod operations;
 mod order;
+mod order_cluster;
 mod order_state;
 mod outputs;
 mod policy;

@@ -23,7 +23,7 @@ pub fn priority_groups(js: &jetstream::Context) -> bool {
 }
 
 /// What ordered handlers need on this server.
-fn on_this_server(js: &jetstream::Context) -> &'static str {
+pub fn on_this_server(js: &jetstream::Context) -> &'static str {
     if priority_groups(js) {
         ""
     } else {
@@ -42,18 +42,18 @@ fn behaviour(rng: &mut fastrand::Rng) -> (&'static str, bool) {
 }
 
 /// The books: for every key, the sequences that must be stored, in order.
-type Books = BTreeMap<String, Vec<u64>>;
+pub type Books = BTreeMap<String, Vec<u64>>;
 
 /// Publishes the order books' messages and keeps the books.
-struct Ledger {
+pub struct Ledger {
     rng: fastrand::Rng,
     next: BTreeMap<String, u64>,
-    books: Books,
-    published: u64,
+    pub books: Books,
+    pub published: u64,
 }
 
 impl Ledger {
-    fn new(seed: u64) -> Ledger {
+    pub fn new(seed: u64) -> Ledger {
         Ledger {
             rng: fastrand::Rng::with_seed(seed),
             next: BTreeMap::new(),
@@ -66,7 +66,7 @@ impl Ledger {
     /// the key's next sequence as `key:seq` in its payload and an
     /// `Order-Id` header, pipelined; the rejected ones are left out of the
     /// books. With `mixed`, some are retried and a few rejected.
-    async fn publish(
+    pub async fn publish(
         &mut self,
         js: &jetstream::Context,
         n: u64,
@@ -110,7 +110,7 @@ impl Ledger {
     }
 
     /// Messages the books expect no output for.
-    fn rejected(&self) -> u64 {
+    pub fn rejected(&self) -> u64 {
         self.published - self.books.values().map(Vec::len).sum::<usize>() as u64
     }
 }
@@ -129,7 +129,7 @@ async fn stored(js: &jetstream::Context) -> Books {
 }
 
 /// Checks the books: per key, strictly increasing, nothing missing, nothing extra.
-async fn assert_books(js: &jetstream::Context, books: &Books) {
+pub async fn assert_books(js: &jetstream::Context, books: &Books) {
     let got = stored(js).await;
     let mut problems = Vec::new();
     for (key, want) in books {

@@ -52,19 +52,33 @@ pub async fn create_bucket(js: &jetstream::Context, bucket: &str) {
     .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
 }
 
-/// Every key's value in the `counters` bucket.
+/// Every key's value in the `counters` bucket; read again while it cannot
+/// be read whole (a cluster node just back, its replica catching up).
 pub async fn counters(js: &jetstream::Context) -> BTreeMap<String, u64> {
-    use futures::StreamExt;
-    let kv = js.get_key_value("counters").await.expect("bucket counters");
-    let mut keys = kv.keys().await.expect("listing keys");
-    let mut out = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key = key.unwrap();
-        if let Some(v) = kv.get(&key).await.unwrap() {
-            out.insert(key, String::from_utf8_lossy(&v).parse().unwrap());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match try_counters(js).await {
+            Ok(all) => return all,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("reading the counters bucket: {e}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    out
+}
+
+async fn try_counters(js: &jetstream::Context) -> Result<BTreeMap<String, u64>, async_nats::Error> {
+    use futures::StreamExt;
+    let kv = js.get_key_value("counters").await?;
+    let mut keys = kv.keys().await?;
+    let mut out = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if let Some(v) = kv.get(&key).await? {
+            out.insert(key, String::from_utf8_lossy(&v).parse()?);
+        }
+    }
+    Ok(out)
 }
 
 /// Every output's `(key, count)`, in stream order.
@@ -92,7 +106,12 @@ pub async fn assert_counter_books(js: &jetstream::Context, total: u64) {
     for (key, values) in &mut outputs {
         values.sort_unstable();
         let expected: Vec<u64> = (1..=values.len() as u64).collect();
-        assert_eq!(values, &expected, "key {key}: outputs are 1..=n, each once");
+        assert_eq!(
+            values,
+            &expected,
+            "key {key}: outputs are 1..=n, each once (its counter: {:?})",
+            counters.get(key)
+        );
         assert_eq!(
             counters.get(key).copied(),
             Some(values.len() as u64),

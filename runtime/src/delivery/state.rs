@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, context::KeyValueErrorKind};
 
 use super::binding::BindError;
 use crate::config::{Config, HandlerConfig};
+use crate::connect::SERIAL_CONDITIONS;
 use crate::effects::State;
 use crate::effects::classify::stored_by;
 use crate::effects::kv::Buckets;
@@ -45,13 +46,31 @@ pub(crate) async fn open(js: &jetstream::Context, config: &Config) -> Result<Bou
         }
     }
     let records = match config.handlers.iter().find(|h| h.kv.writes()) {
-        Some(handler) => Some(effects_stream(js, handler, &config.runtime.effects_stream).await?),
+        Some(handler) => {
+            warn_if_conditions_race(&js.client());
+            Some(effects_stream(js, handler, &config.runtime.effects_stream).await?)
+        }
         None => None,
     };
     Ok(Bound {
         buckets: Buckets::new(stores),
         records,
     })
+}
+
+/// Key-value writes are exactly once only where the server stores at most
+/// one of two writes expecting the same revision; a clustered server older
+/// than `SERIAL_CONDITIONS` may store both, and an update is lost.
+fn warn_if_conditions_race(client: &async_nats::Client) {
+    let info = client.server_info();
+    if info.cluster.is_some() && crate::connect::server_version(client) < SERIAL_CONDITIONS {
+        tracing::warn!(
+            server = %info.version,
+            "this clustered nats-server may store two key-value writes that expect the same \
+             revision (nats-server issue 4320): a handler's state can lose an update; \
+             use nats-server 2.10 or later"
+        );
+    }
 }
 
 async fn open_bucket(
