@@ -89,7 +89,7 @@ async fn wait_past(js: &jetstream::Context, stream: &str, n: u64) {
 }
 
 /// The node leading the test handler's consumer, once it has a leader.
-async fn consumer_leader(cluster: &NatsCluster, js: &jetstream::Context) -> usize {
+pub async fn consumer_leader(cluster: &NatsCluster, js: &jetstream::Context) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match cluster.consumer_leader(js, "IN", "test").await {
@@ -105,7 +105,11 @@ async fn consumer_leader(cluster: &NatsCluster, js: &jetstream::Context) -> usiz
 /// Waits until the test handler's consumer is led by a node other than
 /// `dead`, polling fast: a request to a consumer without a leader gets no
 /// answer until it times out.
-async fn new_consumer_leader(cluster: &NatsCluster, js: &jetstream::Context, dead: usize) -> usize {
+pub async fn new_consumer_leader(
+    cluster: &NatsCluster,
+    js: &jetstream::Context,
+    dead: usize,
+) -> usize {
     let mut js = js.clone();
     js.set_timeout(Duration::from_millis(250));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

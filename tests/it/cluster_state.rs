@@ -9,8 +9,9 @@ use async_nats::jetstream;
 use wharf::config::Config;
 use wharf::server::NatsCluster;
 
-use crate::cluster::{cluster, cluster_js, exact_dedupe, replicated_stream};
-use crate::order_cluster::leader_other_than;
+use crate::cluster::{
+    cluster, cluster_js, consumer_leader, exact_dedupe, new_consumer_leader, replicated_stream,
+};
 use crate::state::assert_counter_books;
 use crate::support::*;
 
@@ -170,9 +171,9 @@ async fn state_books_on_a_cluster(component: &str, extra: &str, headers: &[(&str
     let dead = kill_leader(&mut cluster, &js, "KV_counters").await;
     counted_past(&js, 7 * N / 10).await;
     cluster.restart(dead).expect("restarting the node");
-    let dead = leader_other_than(&cluster, &js, usize::MAX).await;
+    let dead = consumer_leader(&cluster, &js).await;
     cluster.kill(dead);
-    leader_other_than(&cluster, &js, dead).await;
+    new_consumer_leader(&cluster, &js, dead).await;
     counted_past(&js, 4 * N / 5).await;
     cluster.restart(dead).expect("restarting the node");
 

@@ -2,12 +2,11 @@
 //! leading the handler's consumer dies and comes back, and a host is
 //! SIGKILLed.
 
-use std::time::Duration;
-
 use async_nats::jetstream;
-use wharf::server::NatsCluster;
 
-use crate::cluster::{cluster, cluster_js, replicated_stream};
+use crate::cluster::{
+    cluster, cluster_js, consumer_leader, new_consumer_leader, replicated_stream,
+};
 use crate::cluster_state::{drop_server_duplicates, wait_current};
 use crate::order::{Ledger, assert_books, on_this_server, priority_groups};
 use crate::support::*;
@@ -18,29 +17,6 @@ async fn outputs_past(js: &jetstream::Context, n: u64) {
         try_count(js, "OUT").await.unwrap_or(0) >= n
     })
     .await;
-}
-
-/// The node leading consumer `test` on `IN`, once it has one other than `not`.
-pub async fn leader_other_than(
-    cluster: &NatsCluster,
-    js: &jetstream::Context,
-    not: usize,
-) -> usize {
-    let mut quick = js.clone();
-    quick.set_timeout(Duration::from_millis(250));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match cluster.consumer_leader(&quick, "IN", "test").await {
-            Ok(Some(node)) if node != not => return node,
-            _ => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "consumer test had no leader other than node {not} within 60s"
-                );
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        }
-    }
 }
 
 /// An ordered handler (by header, 100 keys, some messages retried in
@@ -84,9 +60,9 @@ async fn the_order_books_balance_when_the_consumer_leader_dies() {
         .collect();
 
     outputs_past(&js, N / 5).await;
-    let dead = leader_other_than(&cluster, &js, usize::MAX).await;
+    let dead = consumer_leader(&cluster, &js).await;
     cluster.kill(dead);
-    leader_other_than(&cluster, &js, dead).await;
+    new_consumer_leader(&cluster, &js, dead).await;
     outputs_past(&js, 2 * N / 5).await;
     cluster.restart(dead).expect("restarting the node");
     hosts[0].kill();
