@@ -154,9 +154,7 @@ fn once_per_id(stored: Vec<Stored>, exact: bool, twice: &mut usize) -> Vec<Store
 
 /// Whether the server deduplicates across stream leader changes (2.11 and later).
 pub fn exact_dedupe(js: &jetstream::Context) -> bool {
-    let version = js.client().server_info().version;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 11)
+    server_version(js) >= (2, 11)
 }
 
 fn longest_gap(times: &[OffsetDateTime], since: OffsetDateTime) -> Duration {

@@ -144,9 +144,7 @@ async fn state_books_on_a_cluster(component: &str, extra: &str, headers: &[(&str
     // Before 2.10, a clustered stream may store two writes expecting the
     // same revision (nats-server issue 4320), which loses an update: there
     // the host warns, and the books cannot balance.
-    let version = js.client().server_info().version;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (2, 10) {
+    if server_version(&js) < (2, 10) {
         let host = Binary::spawn_logged(&["run", "-c", path], &[]);
         host.wait_log("nats-server issue 4320").await;
         host.signal("TERM");

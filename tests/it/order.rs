@@ -17,9 +17,7 @@ use crate::support::*;
 /// Whether the test server has consumer priority groups (2.11+); older
 /// ones run ordered handlers with `single_host = true` only.
 pub fn priority_groups(js: &jetstream::Context) -> bool {
-    let version = js.client().server_info().version;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 11)
+    server_version(js) >= (2, 11)
 }
 
 /// What ordered handlers need on this server.

@@ -176,6 +176,13 @@ pub async fn js(server: &NatsServer) -> jetstream::Context {
     jetstream::new(client)
 }
 
+/// `(major, minor)` of the test server's version, such as `(2, 9)`.
+pub fn server_version(js: &jetstream::Context) -> (u32, u32) {
+    let version = js.client().server_info().version;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
 /// Creates a stream with these subjects.
 pub async fn stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
     js.create_stream(jetstream::stream::Config {

@@ -287,7 +287,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Problems) -> Option<Conf
             None => defaults::EFFECTS_STREAM.to_string(),
         },
         state_replicas: match raw.runtime.state_replicas {
-            Some(n) if !(1..=5).contains(&n) => {
+            Some(n) if !stream::REPLICAS.contains(&n) => {
                 top.report("runtime.state_replicas", "must be between 1 and 5");
                 defaults::STATE_REPLICAS
             }

@@ -10,6 +10,9 @@ use super::units::{DurationText, SizeText, parse_long_duration, parse_size};
 use super::{HandlerConfig, Site, defaults, units};
 use crate::subject;
 
+/// How many replicas a stream the host creates may have, as JetStream allows.
+pub(super) const REPLICAS: std::ops::RangeInclusive<usize> = 1..=5;
+
 /// A declared stream and every setting Wharf creates it with; what is not
 /// written in the table has JetStream's default.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +134,7 @@ pub(super) fn validate(site: &Site<'_>, s: RawStream) -> Option<StreamConfig> {
         }
     }
     let replicas = s.replicas.unwrap_or(1);
-    if !(1..=5).contains(&replicas) {
+    if !REPLICAS.contains(&replicas) {
         site.report("replicas", "must be between 1 and 5");
     }
     let max_age = match s.max_age.as_deref() {
